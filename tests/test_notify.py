@@ -600,7 +600,7 @@ class TestDeliverDue:
                 )
             assert result.failed == 1
             assert len(ok_hook.messages) == 1
-        errors = sorted(e["error"] for e in logs if e["event"] == "notification_target_failed")
+        errors = sorted(e["error"] for e in logs if e["event"] == "notification target failed")
         assert errors == ["connection failed", "timed out after 1s"]
 
     async def test_gives_up_after_the_deadline(self, store: Store) -> None:
@@ -631,7 +631,7 @@ class TestDeliverDue:
                 break
         assert now == T0 + timedelta(hours=2)
         assert result == DeliveryRound(delivered=0, failed=0, given_up=1, skipped_no_targets=0)
-        (entry,) = [e for e in logs if e["event"] == "notification_given_up"]
+        (entry,) = [e for e in logs if e["event"] == "notification given up"]
         assert entry["log_level"] == "error"
         assert entry["outbox_id"] == outbox_id
         assert entry["model_id"] == MODEL
@@ -655,7 +655,7 @@ class TestDeliverDue:
                 log=structlog.get_logger("test").bind(component="delivery"),
             )
         assert result == DeliveryRound(delivered=0, failed=0, given_up=0, skipped_no_targets=1)
-        (entry,) = [e for e in logs if e["event"] == "notification_without_targets"]
+        (entry,) = [e for e in logs if e["event"] == "notification has no targets; marked done"]
         assert entry["log_level"] == "warning"
         assert entry["outbox_id"] == outbox_id
         assert entry["model_id"] == MODEL
@@ -685,7 +685,7 @@ class TestDeliverDue:
                 rand=rand_half,
             )
         assert result.failed == 1
-        (entry,) = [e for e in logs if e["event"] == "notification_render_failed"]
+        (entry,) = [e for e in logs if e["event"] == "notification could not be rendered; will retry"]
         assert "{nmae}" in entry["error"]
         (item,) = store.due_notifications(T0 + timedelta(hours=1))
         assert item.last_error == "cannot render message (TemplateError)"
@@ -734,7 +734,7 @@ class TestDeliverDue:
                     now=T0,
                     give_up_after=HOUR,
                 )
-        (entry,) = [e for e in logs if e["event"] == "notification_delivered"]
+        (entry,) = [e for e in logs if e["event"] == "notification delivered"]
         assert entry["target"] == f"json://127.0.0.1:{hook.port}"
         assert entry["kind"] == "test"
 

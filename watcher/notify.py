@@ -512,14 +512,14 @@ async def deliver_due(
         try:
             wanted = list({t.key: t for t in targets_for(item)}.values())
         except Exception as exc:
-            log.error("notification_targets_failed", **context, error=type(exc).__name__)
+            log.error("notification failed for some targets; will retry", **context, error=type(exc).__name__)
             failed += _retry_or_give_up(
                 store, item, now, give_up_after, retry_base, retry_cap, rand, log, context,
                 error=f"cannot resolve targets ({type(exc).__name__})",
             )  # fmt: skip
             continue
         if not wanted:
-            log.warning("notification_without_targets", **context)
+            log.warning("notification has no targets; marked done", **context)
             store.mark_done(item.id, now)
             skipped += 1
             continue
@@ -538,7 +538,7 @@ async def deliver_due(
             except Exception as exc:
                 # A template problem is safe to show; other exceptions may quote anything.
                 reason = str(exc) if isinstance(exc, TemplateError) else type(exc).__name__
-                log.error("notification_render_failed", **context, error=reason)
+                log.error("notification could not be rendered; will retry", **context, error=reason)
                 failed += _retry_or_give_up(
                     store, item, now, give_up_after, retry_base, retry_cap, rand, log, context,
                     error=f"cannot render message ({type(exc).__name__})",
@@ -553,11 +553,11 @@ async def deliver_due(
 
         for result in outcomes:
             if result.ok:
-                log.info("notification_delivered", **context, target=result.target.label)
+                log.info("notification delivered", **context, target=result.target.label)
             else:
                 down.setdefault(result.target.key, result.error or "failed")
                 log.warning(
-                    "notification_target_failed",
+                    "notification target failed",
                     **context,
                     target=result.target.label,
                     error=result.error,
@@ -607,14 +607,14 @@ def _retry_or_give_up(
     deadline = item.created_at + timedelta(seconds=give_up_after)
     if now >= deadline:
         store.give_up(item.id, at=now, reason=error)
-        log.error("notification_given_up", **context, attempts=attempts, error=error)
+        log.error("notification given up", **context, attempts=attempts, error=error)
         return False
     delay = backoff_delay(attempts, retry_base, retry_cap, rand())
     # The last try happens at the deadline, so giving up is not later than promised.
     next_attempt_at = min(now + timedelta(seconds=delay), deadline)
     store.schedule_retry(item.id, attempts=attempts, next_attempt_at=next_attempt_at, error=error)
     log.info(
-        "notification_retry_scheduled",
+        "notification retry scheduled",
         **context,
         attempts=attempts,
         retry_in=round((next_attempt_at - now).total_seconds(), 1),

@@ -67,7 +67,10 @@ def _looks_like_token(segment: str) -> bool:
 
 def url_secrets(url: str) -> set[str]:
     """Every part of ``url`` that could be a credential (to scrub from text)."""
-    found = {url.strip()}
+    found: set[str] = set()
+    # The whole URL, unless it is no more than its own label (``console://``).
+    if not redact_url(url).startswith(url.strip()):
+        found.add(url.strip())
     try:
         parts = urlsplit(url.strip())
     except ValueError:
