@@ -1,0 +1,223 @@
+"""The Cohere client against the simulator on loopback: pagination, ties, formats, errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from watcher.cohere import CohereClient, open_session, parse_retry_after, parse_timestamp
+from watcher.errors import (
+    AuthError,
+    BadResponseError,
+    NotFoundError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+)
+from watcher.lifecycle import FAILED, FINETUNING, QUEUED, READY, observe
+from watcher.pacing import RequestPacer
+from watcher.simulator import Scenario, running_simulator
+
+KEY = "client-test-key"
+MODEL = "a3c1e0f2-model"
+TIMELINE = [[0, QUEUED], [1, FINETUNING], [2, "STATUS_DEPLOYING_API"], [3, READY]]
+
+
+def scenario(**overrides: Any) -> Scenario:
+    data: dict[str, Any] = {
+        "api_key": KEY,
+        "clock": "manual",
+        "page_size_cap": 1,
+        "models": [
+            {"id": MODEL, "name": "m", "timeline": TIMELINE, "metrics": {"loss": 0.25}},
+            {"id": "other", "timeline": [[0, QUEUED], [5, FAILED]]},
+        ],
+    }
+    data.update(overrides)
+    return Scenario.model_validate(data)
+
+
+@asynccontextmanager
+async def client_for(
+    scn: Scenario, *, key: str = KEY, timeout: float = 5.0, advance: float = 10.0, **kw: Any
+) -> AsyncIterator[tuple[CohereClient, Any]]:
+    async with running_simulator(scn) as sim:
+        sim.advance(advance)
+        session = open_session(api_key=key, timeout=timeout, concurrency=4)
+        try:
+            yield CohereClient(session, base_url=sim.base_url, timeout=timeout, **kw), sim
+        finally:
+            await session.close()
+
+
+class TestTimestamps:
+    def test_both_documented_forms_parse_to_aware_utc(self) -> None:
+        """The 'Z' form and the space-and-offset form both parse, timezone-aware."""
+        a = parse_timestamp("2024-01-15T09:30:00Z")
+        b = parse_timestamp("2024-01-17 20:11:45.267960+00:00")
+        assert a == datetime(2024, 1, 15, 9, 30, tzinfo=UTC)
+        assert b == datetime(2024, 1, 17, 20, 11, 45, 267960, tzinfo=UTC)
+
+    def test_naive_is_utc_and_nanoseconds_are_cut(self) -> None:
+        """A timestamp without offset is UTC; digits beyond microseconds are dropped."""
+        assert parse_timestamp("2024-01-15 09:30:00") == datetime(2024, 1, 15, 9, 30, tzinfo=UTC)
+        assert parse_timestamp("2024-01-15T09:30:00.123456789+02:00") == datetime(
+            2024, 1, 15, 7, 30, 0, 123456, tzinfo=UTC
+        )
+
+    @pytest.mark.parametrize("bad", ["", "yesterday", None, 12, "2024-13-45T00:00:00Z"])
+    def test_garbage_is_a_value_error(self, bad: object) -> None:
+        """Anything else is a ValueError (the client skips that row)."""
+        with pytest.raises(ValueError):  # noqa: PT011
+            parse_timestamp(bad)
+
+
+class TestRetryAfter:
+    def test_seconds_and_http_date(self) -> None:
+        """Retry-After is honoured as seconds or as an HTTP date, capped at an hour."""
+        now = datetime(2024, 1, 1, tzinfo=UTC)
+        assert parse_retry_after("7", now=now) == 7.0
+        assert parse_retry_after("Mon, 01 Jan 2024 00:00:30 GMT", now=now) == 30.0
+        assert parse_retry_after("99999", now=now) == 3600.0
+        assert parse_retry_after("soon", now=now) is None
+        assert parse_retry_after(None) is None
+
+
+class TestEvents:
+    @pytest.mark.parametrize("order", ["asc", "desc"])
+    @pytest.mark.parametrize("fmt", ["iso_z", "space_offset", "mixed"])
+    async def test_pages_of_one_give_the_whole_history(self, order: str, fmt: str) -> None:
+        """With one event per page, every event arrives whatever the order and timestamp form."""
+        scn = scenario(default_order=order, honour_order_by=False, timestamp_format=fmt)
+        async with client_for(scn) as (client, sim):
+            history = await client.list_events(MODEL)
+        assert sorted(e.status for e in history.events) == sorted(s for _, s in TIMELINE)
+        assert history.pages >= len(TIMELINE)
+        assert all(e.created_at.tzinfo is not None for e in history.events)
+        assert observe(None, MODEL, history.events).state.status == READY
+
+    async def test_tied_timestamps_still_end_on_ready(self) -> None:
+        """When every event has the same created_at, the model is still READY."""
+        scn = scenario(
+            models=[{"id": MODEL, "timeline": TIMELINE, "equal_timestamps": True}],
+        )
+        async with client_for(scn) as (client, _):
+            history = await client.list_events(MODEL)
+        assert len({e.created_at for e in history.events}) == 1
+        assert observe(None, MODEL, history.events).state.status == READY
+
+    async def test_sends_order_by_bearer_and_client_name(self) -> None:
+        """The client authenticates and asks for an explicit order; the simulator accepts it."""
+        async with client_for(scenario(page_size_cap=50)) as (client, sim):
+            history = await client.list_events(MODEL)
+            assert history.pages == 1
+            assert sim.stats()["by_status_code"].get("200") == 1
+
+    async def test_pacer_is_charged_per_request(self) -> None:
+        """Every page costs one request of the budget."""
+        pacer = RequestPacer(60_000)
+        async with client_for(scenario(), pacer=pacer) as (client, _):
+            history = await client.list_events(MODEL)
+        assert pacer.requests == history.pages
+
+
+class TestErrors:
+    async def test_wrong_key_is_auth_error(self) -> None:
+        """401 becomes AuthError and the message never carries the key."""
+        async with client_for(scenario(), key="wrong-key-123") as (client, _):
+            with pytest.raises(AuthError) as info:
+                await client.list_events(MODEL)
+        assert info.value.status == 401
+        assert "wrong-key-123" not in str(info.value)
+
+    async def test_unknown_model_is_not_found(self) -> None:
+        """404 becomes NotFoundError naming the model."""
+        async with client_for(scenario()) as (client, _):
+            with pytest.raises(NotFoundError, match="nope"):
+                await client.list_events("nope")
+
+    @pytest.mark.parametrize(
+        ("fault", "error"),
+        [
+            ({"kind": "http_500"}, ServerError),
+            ({"kind": "http_503"}, ServerError),
+            ({"kind": "malformed_json"}, BadResponseError),
+            ({"kind": "wrong_content_type"}, BadResponseError),
+            ({"kind": "wrong_shape"}, BadResponseError),
+            ({"kind": "huge_body"}, BadResponseError),
+            ({"kind": "repeat_token"}, BadResponseError),
+            ({"kind": "endless_pages"}, BadResponseError),
+            ({"kind": "reset_connection"}, TransportError),
+        ],
+    )
+    async def test_faults_become_typed_errors(self, fault: dict[str, Any], error: type) -> None:
+        """Every broken answer is a typed error, never a crash or a hang."""
+        scn = scenario(page_size_cap=50, faults=[{**fault, "times": None}])
+        async with client_for(scn, max_pages=20, max_body_bytes=1024 * 1024) as (client, _):
+            with pytest.raises(error):
+                await client.list_events(MODEL)
+
+    async def test_rate_limited_carries_retry_after(self) -> None:
+        """429 becomes RateLimitedError with the Retry-After delay."""
+        scn = scenario(faults=[{"kind": "http_429", "retry_after": 7, "times": 1}])
+        async with client_for(scn) as (client, _):
+            with pytest.raises(RateLimitedError) as info:
+                await client.list_events(MODEL)
+            assert info.value.retry_after == 7.0
+            # The next request goes through.
+            assert (await client.list_events(MODEL)).events
+
+    async def test_slow_answer_times_out(self) -> None:
+        """An answer slower than the timeout is a TransportError, promptly."""
+        scn = scenario(faults=[{"kind": "slow", "delay": 30, "times": None}])
+        async with client_for(scn, timeout=0.3) as (client, _):
+            with pytest.raises(TransportError, match="no answer"):
+                await client.list_events(MODEL)
+
+    async def test_unreachable_api_is_transport_error(self) -> None:
+        """A closed port is a TransportError saying it cannot connect."""
+        session = open_session(api_key=KEY, timeout=2, concurrency=1)
+        try:
+            client = CohereClient(session, base_url="http://127.0.0.1:9", timeout=2)
+            with pytest.raises(TransportError, match="cannot connect"):
+                await client.list_events(MODEL)
+        finally:
+            await session.close()
+
+
+class TestOddities:
+    @pytest.mark.parametrize(
+        "kind", ["naive_timestamp", "future_timestamp", "unknown_status", "missing_fields"]
+    )
+    async def test_tolerated_oddities_are_data(self, kind: str) -> None:
+        """Odd but readable answers give events, not errors."""
+        scn = scenario(page_size_cap=50, faults=[{"kind": kind, "times": None}])
+        async with client_for(scn) as (client, _):
+            history = await client.list_events(MODEL)
+        assert history.events
+        assert all(e.created_at.tzinfo is not None for e in history.events)
+        if kind == "unknown_status":
+            assert "STATUS_SOMETHING_NEW" in {e.status for e in history.events}
+        if kind == "future_timestamp":
+            assert max(e.created_at for e in history.events) > datetime.now(UTC) + timedelta(
+                days=365
+            )
+
+
+class TestModels:
+    async def test_get_model_list_models_and_metrics(self) -> None:
+        """The model, the account's model list and the last step's metrics are typed."""
+        async with client_for(scenario()) as (client, _):
+            info = await client.get_model(MODEL)
+            listed = await client.list_models()
+            metrics = await client.last_step_metrics(MODEL)
+        assert info.id == MODEL
+        assert info.name == "m"
+        assert info.status == READY
+        assert {m.id for m in listed} == {MODEL, "other"}
+        assert metrics is not None
+        assert metrics.metrics == {"loss": 0.25}
