@@ -1,0 +1,100 @@
+"""``finetune-watcher demo``: the real daemon against the bundled simulator.
+
+Three models race through their lifecycle in seconds (one becomes READY, one
+FAILS, one keeps training). Notifications go to a ``console://`` apprise target
+that prints them; the demo stops once both have been delivered. No key, no
+network, no configuration file: everything lives in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+import yaml
+
+from watcher.lifecycle import FAILED, READY
+
+DEMO_TIMEOUT = 60.0
+_OUT: list[TextIO] = [sys.stdout]
+
+
+def _register_console_target() -> None:
+    """Register apprise's ``console://`` schema (a global registration, done once)."""
+    import apprise.decorators
+
+    @apprise.decorators.notify(on="console", name="Console (finetune-watcher demo)")  # type: ignore[untyped-decorator,no-untyped-call]
+    def _print_notification(body: str, title: str, notify_type: str, **_: Any) -> bool:
+        out = _OUT[0]
+        rule = "─" * 60
+        print(f"\n{rule}\n🔔 {title}\n{rule}\n{body}\n{rule}\n", file=out, flush=True)
+        return True
+
+
+def demo_config(base_url: str, state_dir: Path) -> dict[str, Any]:
+    """The watcher configuration the demo runs with."""
+    from watcher.simulator import demo_scenario
+
+    scenario = demo_scenario()
+    return {
+        "cohere": {"base_url": base_url, "timeout": 5},
+        "poll": {
+            "interval": 0.5,
+            "settled_interval": 30,
+            "concurrency": 4,
+            "jitter": 0.1,
+            "max_requests_per_minute": 1200,
+        },
+        "state": {"path": str(state_dir / "demo.db")},
+        "notify": {"urls": ["console://"], "on": [READY, FAILED]},
+        "models": [{"id": m.id, "name": m.name} for m in scenario.models],
+    }
+
+
+async def run_demo(out: TextIO | None = None) -> int:
+    """Run the demo; 0 once the READY and FAILED notifications were delivered."""
+    from watcher.daemon import Watcher, serve
+    from watcher.settings import load_settings, register_secrets, resolve_api_key
+    from watcher.simulator import demo_scenario, running_simulator
+
+    _OUT[0] = out or sys.stdout
+    _register_console_target()
+    scenario = demo_scenario()
+    print(
+        "finetune-watcher demo: watching 3 simulated fine-tunes "
+        "(one will be ready, one will fail, one keeps training)…",
+        file=_OUT[0],
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="finetune-watcher-demo-") as tmp:
+        async with running_simulator(scenario) as sim:
+            config = Path(tmp) / "demo.yaml"
+            config.write_text(yaml.safe_dump(demo_config(sim.base_url, Path(tmp))))
+            settings = load_settings(config, environ={"CO_API_KEY": scenario.api_key or "demo"})
+            api_key = resolve_api_key(settings, {"CO_API_KEY": scenario.api_key or "demo"})
+            register_secrets(settings, api_key)
+            outcome: list[int] = []
+
+            async def stop_when_notified(watcher: Watcher) -> None:
+                # Runs beside the watcher inside ``serve``; a signal cancels it.
+                with anyio.move_on_after(DEMO_TIMEOUT) as scope:
+                    while watcher.progress.delivered < 2:
+                        await watcher.progress.changed.wait()
+                outcome.append(1 if scope.cancelled_caught else 0)
+                watcher.stop()
+
+            code = await serve(settings, api_key, on_started=stop_when_notified)
+            if code:
+                return code
+            if outcome and outcome[0]:
+                print("demo: timed out waiting for the notifications", file=sys.stderr)
+                return 1
+            print(
+                "demo: done. Both outcomes were announced; the third model is still training.",
+                file=_OUT[0],
+                flush=True,
+            )
+            return 0
