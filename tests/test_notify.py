@@ -603,6 +603,24 @@ class TestDeliverDue:
         errors = sorted(e["error"] for e in logs if e["event"] == "notification target failed")
         assert errors == ["connection failed", "timed out after 1s"]
 
+    async def test_clock_jumping_forward_does_not_abandon_the_outbox(self, store: Store) -> None:
+        """A first attempt long past the deadline (wall clock jumped) is retried, not given up."""
+        notifier = Notifier(timeout=5)
+        queue_ready(store)
+        target = make_target(refused_url())
+        result = await deliver_due(
+            store,
+            notifier,
+            now=T0 + timedelta(days=10),
+            targets_for=fixed_targets(target),
+            render=render_item,
+            give_up_after=2 * HOUR,
+            rand=lambda: 0.5,
+        )
+        assert result.given_up == 0
+        assert result.failed == 1
+        assert store.outbox_counts().pending == 1
+
     async def test_gives_up_after_the_deadline(self, store: Store) -> None:
         """An item still undelivered give_up_after after its creation is given up and logged."""
         notifier = Notifier(timeout=5)
@@ -630,7 +648,9 @@ class TestDeliverDue:
             if result.given_up:
                 break
         assert now == T0 + timedelta(hours=2)
-        assert result == DeliveryRound(delivered=0, failed=0, given_up=1, skipped_no_targets=0)
+        assert result == DeliveryRound(
+            delivered=0, failed=0, given_up=1, skipped_no_targets=0, given_up_models=1
+        )
         (entry,) = [e for e in logs if e["event"] == "notification given up"]
         assert entry["log_level"] == "error"
         assert entry["outbox_id"] == outbox_id

@@ -471,6 +471,10 @@ def _failure_reason(outcome: Any, timeout: float) -> str | None:
 # --- The outbox ---------------------------------------------------------------------
 
 
+#: Tries a notification gets before it can be given up, however old it is.
+MIN_ATTEMPTS = 3
+
+
 @dataclass(frozen=True)
 class DeliveryRound:
     """What one pass over the due outbox items did (counts of items)."""
@@ -479,6 +483,7 @@ class DeliveryRound:
     failed: int  # some target still lacks it: retry scheduled
     given_up: int  # still undelivered after ``give_up_after``: abandoned
     skipped_no_targets: int  # nobody to send it to: marked done, with a warning
+    given_up_models: int = 0  # of ``given_up``, model notifications (not the watcher's own)
 
 
 async def deliver_due(
@@ -504,7 +509,8 @@ async def deliver_due(
     full-jitter backoff, or given up once ``now - created_at >= give_up_after``.
     """
     log = log if log is not None else structlog.get_logger()
-    delivered = failed = given_up = skipped = 0
+    delivered = skipped = 0
+    outcome = _RetryTally()
     down: dict[str, str] = {}  # target key -> why it failed earlier in this round
 
     for item in store.due_notifications(now):
@@ -512,11 +518,15 @@ async def deliver_due(
         try:
             wanted = list({t.key: t for t in targets_for(item)}.values())
         except Exception as exc:
-            log.error("notification failed for some targets; will retry", **context, error=type(exc).__name__)
-            failed += _retry_or_give_up(
+            log.error(
+                "notification targets could not be resolved; will retry",
+                **context,
+                error=type(exc).__name__,
+            )
+            outcome.count(item, _retry_or_give_up(
                 store, item, now, give_up_after, retry_base, retry_cap, rand, log, context,
                 error=f"cannot resolve targets ({type(exc).__name__})",
-            )  # fmt: skip
+            ))  # fmt: skip
             continue
         if not wanted:
             log.warning("notification has no targets; marked done", **context)
@@ -539,10 +549,10 @@ async def deliver_due(
                 # A template problem is safe to show; other exceptions may quote anything.
                 reason = str(exc) if isinstance(exc, TemplateError) else type(exc).__name__
                 log.error("notification could not be rendered; will retry", **context, error=reason)
-                failed += _retry_or_give_up(
+                outcome.count(item, _retry_or_give_up(
                     store, item, now, give_up_after, retry_base, retry_cap, rand, log, context,
                     error=f"cannot render message ({type(exc).__name__})",
-                )  # fmt: skip
+                ))  # fmt: skip
                 continue
 
             def record(result: TargetResult, item_id: int = item.id) -> None:
@@ -568,16 +578,36 @@ async def deliver_due(
             delivered += 1
             continue
         error = "; ".join(f"{r.target.label}: {r.error}" for r in missing)
-        if _retry_or_give_up(
-            store, item, now, give_up_after, retry_base, retry_cap, rand, log, context, error=error
-        ):
-            failed += 1
-        else:
-            given_up += 1
+        outcome.count(
+            item,
+            _retry_or_give_up(
+                store, item, now, give_up_after, retry_base, retry_cap, rand, log, context,
+                error=error,
+            ),
+        )  # fmt: skip
 
     return DeliveryRound(
-        delivered=delivered, failed=failed, given_up=given_up, skipped_no_targets=skipped
+        delivered=delivered,
+        failed=outcome.failed,
+        given_up=outcome.given_up,
+        skipped_no_targets=skipped,
+        given_up_models=outcome.given_up_models,
     )
+
+
+@dataclass
+class _RetryTally:
+    failed: int = 0
+    given_up: int = 0
+    given_up_models: int = 0
+
+    def count(self, item: OutboxItem, retrying: bool) -> None:
+        if retrying:
+            self.failed += 1
+            return
+        self.given_up += 1
+        if item.kind == "model":
+            self.given_up_models += 1
 
 
 def _item_context(item: OutboxItem) -> dict[str, Any]:
@@ -602,16 +632,22 @@ def _retry_or_give_up(
     *,
     error: str,
 ) -> bool:
-    """Schedule the next attempt (True), or give the item up when it is too old (False)."""
+    """Schedule the next attempt (True), or give the item up when it is too old (False).
+
+    Giving up also takes ``MIN_ATTEMPTS`` tries: ages are wall-clock (they must
+    survive restarts), and a clock jumping forward must not abandon the outbox at once.
+    """
     attempts = item.attempts + 1
     deadline = item.created_at + timedelta(seconds=give_up_after)
-    if now >= deadline:
+    if now >= deadline and attempts >= MIN_ATTEMPTS:
         store.give_up(item.id, at=now, reason=error)
         log.error("notification given up", **context, attempts=attempts, error=error)
         return False
     delay = backoff_delay(attempts, retry_base, retry_cap, rand())
     # The last try happens at the deadline, so giving up is not later than promised.
-    next_attempt_at = min(now + timedelta(seconds=delay), deadline)
+    next_attempt_at = now + timedelta(seconds=delay)
+    if now < deadline:
+        next_attempt_at = min(next_attempt_at, deadline)
     store.schedule_retry(item.id, attempts=attempts, next_attempt_at=next_attempt_at, error=error)
     log.info(
         "notification retry scheduled",
