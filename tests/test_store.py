@@ -283,6 +283,42 @@ class TestOutbox:
         assert store.model_records()[0].pending_notifications == 0
         assert store.delivered_targets(outbox_id) == {"slack-1", "mail-1"}
 
+    def test_pull_forward_retries_after_a_backwards_clock_jump(self, store: Store) -> None:
+        """Retries scheduled far ahead are made due at once; done items are untouched."""
+        observation = finished_model()
+        (outbox_id,) = store.record_observation(
+            observation.state, observation.notices, polled_at=minutes(40)
+        )
+        store.schedule_retry(outbox_id, attempts=1, next_attempt_at=minutes(600), error="HTTP 500")
+        assert store.due_notifications(minutes(41)) == []
+        assert store.pull_forward_retries(minutes(41)) == 1
+        (item,) = store.due_notifications(minutes(41))
+        assert item.id == outbox_id
+        assert store.pull_forward_retries(minutes(41)) == 0
+        store.mark_done(outbox_id, minutes(41))
+        assert store.pull_forward_retries(minutes(0)) == 0
+
+    def test_stuck_warnings_are_counted_with_their_message_and_reset_on_change(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """A stuck warning and its count are one write; a new status resets the count."""
+        first = observe(None, "m-1", [Event(FINETUNING, minutes(1))])
+        store.record_observation(first.state, first.notices, polled_at=minutes(2))
+        outbox_id = store.record_stuck_warning(
+            "m-1", warnings=1, title="stuck", body="b", notify_type="warning",
+            created_at=minutes(3),
+        )  # fmt: skip
+        (item,) = store.due_notifications(minutes(3))
+        assert (item.id, item.kind, item.model_id) == (outbox_id, "stuck", "m-1")
+        assert store.stuck_warning_counts() == {"m-1": 1}
+        # Same status again (a new event of the same status): the count stays.
+        again = observe(first.state, "m-1", [Event(FINETUNING, minutes(1)), Event(FINETUNING, minutes(4))])
+        store.record_observation(again.state, again.notices, polled_at=minutes(5))
+        assert store.stuck_warning_counts() == {"m-1": 1}
+        later = observe(again.state, "m-1", [Event(READY, minutes(6))])
+        store.record_observation(later.state, later.notices, polled_at=minutes(7))
+        assert store.stuck_warning_counts() == {}
+
     def test_messages_are_pre_rendered(self, store: Store) -> None:
         """Ops and test messages carry their own title, body and type; they have no notice."""
         ops_id = store.enqueue_message(

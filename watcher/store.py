@@ -96,13 +96,14 @@ _SCHEMA: tuple[str, ...] = (
         last_poll_at    TEXT,
         last_success_at TEXT,
         last_error      TEXT,
-        failures        INTEGER NOT NULL DEFAULT 0
+        failures        INTEGER NOT NULL DEFAULT 0,
+        stuck_warnings  INTEGER NOT NULL DEFAULT 0  -- "still stuck" warnings sent in this status
     )
     """,
     """
     CREATE TABLE outbox (
         id                INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind              TEXT NOT NULL CHECK (kind IN ('model', 'ops', 'test')),
+        kind              TEXT NOT NULL CHECK (kind IN ('model', 'ops', 'test', 'stuck')),
         model_id          TEXT,
         status            TEXT,
         previous_status   TEXT,
@@ -160,7 +161,9 @@ _UPSERT_STATE = """
         last_poll_at = excluded.last_poll_at,
         last_success_at = excluded.last_success_at,
         last_error = NULL,
-        failures = 0
+        failures = 0,
+        stuck_warnings = CASE WHEN models.status IS excluded.status
+                              THEN models.stuck_warnings ELSE 0 END
 """
 
 _INSERT_NOTICE = """
@@ -175,6 +178,12 @@ _INSERT_MESSAGE = """
                         next_attempt_at)
     VALUES (:kind, :model_id, :title, :body, :notify_type, :created_at, 0, :created_at)
 """
+
+_SET_STUCK_WARNINGS = """
+    UPDATE models SET stuck_warnings = :warnings WHERE model_id = :model_id
+"""
+
+_SELECT_STUCK_WARNINGS = "SELECT model_id, stuck_warnings FROM models WHERE stuck_warnings > 0"
 
 _RECORD_POLL = """
     UPDATE models SET last_poll_at = :polled_at, last_success_at = :polled_at,
@@ -210,6 +219,10 @@ _SELECT_DUE = f"""
 """  # noqa: S608 -- constant text, no input
 
 _SELECT_NEXT_DUE = f"SELECT min(next_attempt_at) FROM outbox WHERE {_PENDING}"  # noqa: S608
+_PULL_FORWARD = f"""
+    UPDATE outbox SET next_attempt_at = :not_after
+    WHERE {_PENDING} AND next_attempt_at > :not_after
+"""  # noqa: S608
 
 _SELECT_COUNTS = f"""
     SELECT count(*) FILTER (WHERE {_PENDING}),
@@ -267,7 +280,7 @@ class OutboxItem:
     """One pending notification.
 
     ``kind == "model"``: ``notice`` is set (rendered at delivery time) and the
-    pre-rendered fields are None. ``"ops"`` / ``"test"``: ``title``, ``body`` and
+    pre-rendered fields are None. ``"ops"`` / ``"test"`` / ``"stuck"``: ``title``, ``body`` and
     ``notify_type`` are set and ``notice`` is None.
     """
 
@@ -492,6 +505,43 @@ class Store:
         """Queue a pre-rendered ``"ops"`` or ``"test"`` message; returns its outbox id."""
         if kind not in ("ops", "test"):
             raise ValueError(f"enqueue_message takes kind 'ops' or 'test', not {kind!r}")
+        return self._insert_message(kind, title, body, notify_type, created_at, model_id)
+
+    def record_stuck_warning(
+        self,
+        model_id: str,
+        *,
+        warnings: int,
+        title: str,
+        body: str,
+        notify_type: str,
+        created_at: datetime,
+    ) -> int:
+        """Queue a "still stuck" warning and count it for the model, in one transaction.
+
+        The count resets when the model's status changes (``record_observation``),
+        so a restart never repeats a warning and a new status starts afresh.
+        """
+        return self._insert_message(
+            "stuck", title, body, notify_type, created_at, model_id, stuck_warnings=warnings
+        )
+
+    def stuck_warning_counts(self) -> dict[str, int]:
+        """Models that were warned as stuck in their current status, and how often."""
+        with self._translated("reading stuck warnings"):
+            return dict(self._db.execute(_SELECT_STUCK_WARNINGS).fetchall())
+
+    def _insert_message(
+        self,
+        kind: str,
+        title: str,
+        body: str,
+        notify_type: str,
+        created_at: datetime,
+        model_id: str | None,
+        *,
+        stuck_warnings: int | None = None,
+    ) -> int:
         row = {
             "kind": kind,
             "model_id": model_id,
@@ -500,8 +550,11 @@ class Store:
             "notify_type": notify_type,
             "created_at": _encode_time(created_at),
         }
-        with self._transaction(f"queueing an {kind} message") as db:
-            return _last_id(db.execute(_INSERT_MESSAGE, row))
+        with self._transaction(f"queueing a {kind} message") as db:
+            outbox_id = _last_id(db.execute(_INSERT_MESSAGE, row))
+            if stuck_warnings is not None:
+                db.execute(_SET_STUCK_WARNINGS, {"model_id": model_id, "warnings": stuck_warnings})
+            return outbox_id
 
     def due_notifications(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
         """Pending outbox items whose next attempt is at or before ``now``, oldest first."""
@@ -545,6 +598,15 @@ class Store:
         }
         with self._transaction("scheduling a notification retry") as db:
             db.execute(_SCHEDULE_RETRY, row)
+
+    def pull_forward_retries(self, not_after: datetime) -> int:
+        """Make every pending retry due no later than ``not_after``; returns how many moved.
+
+        For a wall clock that jumped backwards: retry times written before the
+        jump would otherwise lie far in the future and stall delivery.
+        """
+        with self._transaction("rescheduling notification retries") as db:
+            return db.execute(_PULL_FORWARD, {"not_after": _encode_time(not_after)}).rowcount
 
     def give_up(self, outbox_id: int, *, at: datetime, reason: str) -> None:
         """Stop retrying the item; it stays in the table, counted as given up."""
