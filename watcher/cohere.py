@@ -55,7 +55,7 @@ def parse_timestamp(value: object) -> datetime:
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or an HTTP date), capped; None if absent/invalid."""
+    """``Retry-After`` in seconds (delta-seconds or HTTP date), capped; None if absent/bad."""
     if not value:
         return None
     value = value.strip()
@@ -123,9 +123,7 @@ def open_session(
     """
     return aiohttp.ClientSession(
         headers=client_headers(api_key, client_name),
-        timeout=aiohttp.ClientTimeout(
-            total=timeout, connect=min(10.0, timeout), sock_read=timeout
-        ),
+        timeout=aiohttp.ClientTimeout(total=timeout, connect=min(10.0, timeout), sock_read=timeout),
         connector=aiohttp.TCPConnector(limit=max(4, concurrency * 2), limit_per_host=concurrency),
         raise_for_status=False,
     )

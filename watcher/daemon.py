@@ -9,6 +9,7 @@ place, handles signals, and closes everything in reverse order.
 
 from __future__ import annotations
 
+import fnmatch
 import heapq
 import itertools
 import math
@@ -23,7 +24,7 @@ from typing import Any
 import anyio
 import structlog
 
-from watcher.cohere import CohereClient, open_session
+from watcher.cohere import CohereClient, ModelInfo, open_session
 from watcher.errors import (
     AuthError,
     BadResponseError,
@@ -35,12 +36,14 @@ from watcher.errors import (
     WatcherError,
 )
 from watcher.lifecycle import (
+    READY,
     ModelState,
     backoff_delay,
     is_settled,
     jittered,
     observe,
     poll_interval,
+    stuck_warnings_due,
 )
 from watcher.metrics import Metrics
 from watcher.notify import (
@@ -48,7 +51,9 @@ from watcher.notify import (
     Message,
     Notifier,
     Target,
+    dashboard_link,
     deliver_due,
+    format_duration,
     make_target,
     render_notice,
 )
@@ -64,6 +69,10 @@ SHUTDOWN_GRACE = 3.0
 FLUSH_EVERY = 5.0
 #: The poll loop wakes at least this often, so its heartbeat shows it is alive.
 HEARTBEAT = 1.0
+#: Longest wait for enrichment (model details, metrics) before a notice goes out without it.
+ENRICH_TIMEOUT = 5.0
+#: A wall clock that moved back by more than this (against the monotonic clock) is a jump.
+CLOCK_JUMP = 60.0
 
 
 def utc_now() -> datetime:
@@ -82,6 +91,18 @@ class WatchedModel:
     failures: int = 0
     token: int = 0  # bumped on every reschedule; stale heap entries are skipped
     not_found_reported: bool = False
+    info: ModelInfo | None = None  # the model's details, fetched on first sight / settling
+    metrics: dict[str, float] | None = None  # final training metrics, fetched on READY
+    stuck_warnings: int = 0  # "still stuck" warnings sent in the current status
+
+    @property
+    def label(self) -> str:
+        """The configured name, else the name Cohere gave, else the id."""
+        return self.name or (self.info.name if self.info and self.info.name else self.model_id)
+
+    @property
+    def display_name(self) -> str | None:
+        return self.name or (self.info.name if self.info else None)
 
 
 @dataclass(slots=True)
@@ -151,27 +172,49 @@ class Watcher:
         self._ops_targets: tuple[Target, ...] = ()
         self._unpolled: set[str] = set()
         self._budget_warned = False
+        self._unreachable_reported = False
+        self._last_error: str | None = None
+        self._wall_offset: float | None = None
         self._apply_targets(settings)
         self._load_models(settings, store.load_states())
 
     # --- configuration -------------------------------------------------------
 
     def _apply_targets(self, settings: Settings) -> None:
-        self._global_targets = tuple(make_target(u.get_secret_value()) for u in settings.notify.urls)
+        self._global_targets = tuple(
+            make_target(u.get_secret_value()) for u in settings.notify.urls
+        )
         ops = settings.notify.ops_urls or settings.notify.urls
         self._ops_targets = tuple(make_target(u.get_secret_value()) for u in ops)
         self._notify_on = frozenset(settings.notify.on)
 
     def _load_models(self, settings: Settings, states: dict[str, ModelState]) -> None:
         now = anyio.current_time()
+        stuck = self._store.stuck_warning_counts()
         for spec in settings.models:
             model = WatchedModel(
                 model_id=spec.id,
                 name=spec.name,
                 targets=tuple(make_target(u.get_secret_value()) for u in spec.urls),
                 state=states.get(spec.id),
+                stuck_warnings=stuck.get(spec.id, 0),
             )
             self._models[spec.id] = model
+        if settings.discover.enabled:
+            # Discovered models still in progress stay watched across restarts, so an
+            # outcome that happened while we were down is still announced.
+            for record in self._store.model_records():
+                model_id = record.state.model_id
+                if (
+                    record.discovered
+                    and model_id not in self._models
+                    and not is_settled(record.state.status)
+                ):
+                    self._models[model_id] = WatchedModel(
+                        model_id, record.name, (), states.get(model_id),
+                        discovered=True, stuck_warnings=stuck.get(model_id, 0),
+                    )  # fmt: skip
+        for model in self._models.values():
             # Spread the first round over a fraction of the interval: no thundering herd.
             self._schedule(model, now + self._rand() * min(1.0, settings.poll.interval / 4))
         self._unpolled = set(self._models)
@@ -186,7 +229,12 @@ class Watcher:
         old = set(self._models)
         new_specs = {spec.id: spec for spec in settings.models}
         added = [m for m in new_specs if m not in old]
-        removed = [m for m in old if m not in new_specs]
+        # Discovered models stay while discovery is on; configured ones follow the file.
+        removed = [
+            m
+            for m in old
+            if m not in new_specs and not (self._models[m].discovered and settings.discover.enabled)
+        ]
         states = self._store.load_states() if added else {}
         self.settings = settings
         self._apply_targets(settings)
@@ -301,16 +349,18 @@ class Watcher:
         if history.malformed:
             bound.warning("skipped malformed events", malformed=history.malformed)
         if observation.changed:
+            first_sight = model.state is None
             previous = model.state.status if model.state else None
             self._store.record_observation(
                 observation.state,
                 observation.notices,
                 polled_at=polled_at,
-                name=model.name,
+                name=model.display_name,
                 discovered=model.discovered,
             )
             model.state = observation.state
             if observation.state.status != previous:
+                model.stuck_warnings = 0  # the store reset its count in the same write
                 bound.info(
                     "status changed",
                     status=observation.state.status,
@@ -318,6 +368,9 @@ class Watcher:
                     notices=len(observation.notices),
                 )
                 self._refresh_status_metrics()
+            if observation.notices or (first_sight and model.display_name is None):
+                # Recorded first (crash-safe), enriched second, delivered third.
+                await self._enrich(model, bound, polled_at)
             if observation.notices:
                 self._delivery_wakeup.set()
             self.metrics.polls.labels("changed").inc()
@@ -325,6 +378,7 @@ class Watcher:
             self._polled.append((model.model_id, polled_at))
             self.metrics.polls.labels("ok").inc()
         self._on_poll_success(model, bound)
+        self._warn_if_stuck(model, polled_at)
         delay = poll_interval(
             _status(model), self.settings.poll.interval, self.settings.poll.settled_interval
         )
@@ -333,6 +387,53 @@ class Watcher:
             anyio.current_time() + jittered(delay, self.settings.poll.jitter, self._rand()),
         )
         return True
+
+    async def _enrich(self, model: WatchedModel, bound: Any, polled_at: datetime) -> None:
+        """Fetch the model's details (and final metrics when READY); never blocks for long.
+
+        Failing enrichment only costs the message some detail: it is logged and skipped.
+        """
+        named_before = model.display_name
+        with anyio.move_on_after(min(ENRICH_TIMEOUT, self.settings.cohere.timeout)):
+            try:
+                model.info = await self._client.get_model(model.model_id)
+                if _status(model) == READY:
+                    step = await self._client.last_step_metrics(model.model_id)
+                    model.metrics = step.metrics if step and step.metrics else None
+            except CohereError as exc:
+                bound.info("model details unavailable; notifying without them", error=str(exc))
+        if model.display_name != named_before and model.state is not None:
+            self._store.record_observation(
+                model.state, (), polled_at=polled_at, name=model.display_name,
+                discovered=model.discovered,
+            )  # fmt: skip
+
+    def _warn_if_stuck(self, model: WatchedModel, now: datetime) -> None:
+        stuck_after = self.settings.notify.stuck_after
+        if stuck_after is None or model.state is None:
+            return
+        due = stuck_warnings_due(model.state.status, model.state.status_since, now, stuck_after)
+        if due <= model.stuck_warnings or model.state.status_since is None:
+            return
+        model.stuck_warnings = due
+        stuck_for = format_duration((now - model.state.status_since).total_seconds())
+        status = (model.state.status or "").removeprefix("STATUS_").replace("_", " ").lower()
+        self._store.record_stuck_warning(
+            model.model_id,
+            warnings=due,
+            title=f"⏳ {model.label} has been {status} for {stuck_for}",
+            body=(
+                f"The fine-tuned model {model.label} ({model.model_id}) has been in "
+                f"{model.state.status} since {model.state.status_since.isoformat()} "
+                f"({stuck_for}), longer than notify.stuck_after. "
+                f"Dashboard: {dashboard_link(self.settings.notify.dashboard_url, model.model_id)}"
+            ),
+            notify_type="warning",
+            created_at=now,
+        )
+        log.warning("model looks stuck", model_id=model.model_id, status=model.state.status,
+                    stuck_for=stuck_for, warning=due)  # fmt: skip
+        self._delivery_wakeup.set()
 
     def _on_poll_success(self, model: WatchedModel, bound: Any) -> None:
         now = anyio.current_time()
@@ -345,6 +446,14 @@ class Watcher:
         self.progress.last_success_mono = now
         self.progress.last_success_wall = self._now()
         self.metrics.last_success.set(self.progress.last_success_wall.timestamp())
+        if self._unreachable_reported:
+            self._unreachable_reported = False
+            log.info("the Cohere API answers again")
+            self._ops_message(
+                "finetune-watcher reaches the Cohere API again",
+                "Polling works again; notifications resume.",
+                "success",
+            )
         if self.progress.auth_failing:
             self.progress.auth_failing = False
             log.info("authentication works again")
@@ -368,16 +477,23 @@ class Watcher:
         poll = self.settings.poll
         model.failures += 1
         base = poll_interval(_status(model), poll.interval, poll.settled_interval)
-        delay = max(base, backoff_delay(model.failures, poll.interval, poll.backoff_cap, self._rand()))
+        delay = max(
+            base, backoff_delay(model.failures, poll.interval, poll.backoff_cap, self._rand())
+        )
         outcome = _outcome(exc)
         self.metrics.polls.labels(outcome).inc()
+        self._last_error = str(exc)
         if isinstance(exc, RateLimitedError):
             pause = exc.retry_after
             if pause is None:
-                pause = backoff_delay(model.failures, max(1.0, poll.interval), poll.backoff_cap, self._rand())
+                pause = backoff_delay(
+                    model.failures, max(1.0, poll.interval), poll.backoff_cap, self._rand()
+                )
             self._pacer.pause(pause)
             delay = pause + jittered(base, poll.jitter, self._rand()) * 0.1
-            bound.warning("rate limited by the API; pausing every request", pause_seconds=round(pause, 2))
+            bound.warning(
+                "rate limited by the API; pausing every request", pause_seconds=round(pause, 2)
+            )
         elif isinstance(exc, AuthError):
             delay = max(delay, min(poll.backoff_cap, 60.0))
             if not self.progress.auth_failing:
@@ -418,7 +534,9 @@ class Watcher:
             model.model_id, polled_at=self._now(), error=str(exc), failures=model.failures
         )
         if model.state is None:
-            self._unpolled.discard(model.model_id)  # a failing model must not block readiness forever
+            self._unpolled.discard(
+                model.model_id
+            )  # a failing model must not block readiness forever
             self._mark_polled(model.model_id)
         self._schedule(model, anyio.current_time() + delay)
 
@@ -434,6 +552,43 @@ class Watcher:
             model_id=model_id,
         )
         self._delivery_wakeup.set()
+
+    # --- discovery ---------------------------------------------------------------
+
+    async def discover_once(self) -> list[str]:
+        """List the account's models; watch every unsettled match not watched yet."""
+        rules = self.settings.discover
+        try:
+            listed = await self._client.list_models()
+        except CohereError as exc:
+            log.warning("model discovery failed; trying again later", error=str(exc))
+            return []
+        added: list[str] = []
+        states: dict[str, ModelState] | None = None
+        for info in listed:
+            if info.id in self._models or is_settled(info.status):
+                continue
+            if not _matches(info.name or info.id, rules.include, rules.exclude):
+                continue
+            if states is None:
+                states = self._store.load_states()
+            model = WatchedModel(info.id, None, (), states.get(info.id), discovered=True, info=info)
+            self._models[info.id] = model
+            self._schedule(model, anyio.current_time())
+            added.append(info.id)
+            log.info("discovered a model to watch", model_id=info.id, model_name=info.name,
+                     status=info.status)  # fmt: skip
+        if added:
+            self._refresh_status_metrics()
+            self._warn_if_over_budget()
+            self._wake()
+        return added
+
+    async def _discovery_loop(self) -> None:
+        while True:
+            if self.settings.discover.enabled:
+                await self.discover_once()
+            await anyio.sleep(self.settings.discover.interval)
 
     # --- delivery ----------------------------------------------------------------
 
@@ -452,10 +607,12 @@ class Watcher:
         notify = self.settings.notify
         return render_notice(
             item.notice,
-            name=model.name if model else None,
+            name=model.display_name if model else None,
             dashboard_url=notify.dashboard_url,
             title_template=notify.title,
             body_template=notify.body,
+            base_model=model.info.base_model if model and model.info else None,
+            metrics=model.metrics if model and item.notice.status == READY else None,
         )
 
     async def deliver_once(self) -> DeliveryRound:
@@ -478,13 +635,35 @@ class Watcher:
         self.metrics.notifications.labels("sent").inc(result.delivered)
         self.metrics.notifications.labels("failed").inc(result.failed)
         self.metrics.notifications.labels("given_up").inc(result.given_up)
+        if result.given_up_models:
+            # Only model notifications: reporting our own given-up reports would loop.
+            self._ops_message(
+                f"finetune-watcher gave up {result.given_up_models} notification(s)",
+                f"{result.given_up_models} model notification(s) could not be delivered within "
+                f"notify.give_up_after ({format_duration(self.settings.notify.give_up_after)}). "
+                "`finetune-watcher status` lists the models; the log names the failing targets.",
+                "failure",
+            )
         if result.delivered or result.given_up:
             self.progress.delivered += result.delivered
             self.progress.bump()
         return result
 
+    def _check_wall_clock(self) -> None:
+        """Pull retries forward when the wall clock jumped backwards (no stalled outbox)."""
+        offset = self._now().timestamp() - anyio.current_time()
+        if self._wall_offset is not None and offset < self._wall_offset - CLOCK_JUMP:
+            moved = self._store.pull_forward_retries(self._now())
+            log.warning(
+                "the system clock moved backwards; retrying pending notifications now",
+                seconds=round(self._wall_offset - offset),
+                rescheduled=moved,
+            )
+        self._wall_offset = offset
+
     async def _delivery_loop(self) -> None:
         while not self._stop_requested.is_set():
+            self._check_wall_clock()
             await self.deliver_once()
             self.metrics.outbox_pending.set(self._store.outbox_counts().pending)
             next_due = self._store.next_due_at()
@@ -506,13 +685,35 @@ class Watcher:
     def _refresh_status_metrics(self) -> None:
         self.metrics.set_model_statuses({m.model_id: _status(m) for m in self._models.values()})
 
+    def _check_reachability(self) -> None:
+        """One ops message when no poll has succeeded for ``notify.unreachable_after``."""
+        if self._unreachable_reported or self.progress.auth_failing or not self._models:
+            return
+        since = self.progress.last_success_mono or self.progress.started_mono
+        down_for = anyio.current_time() - since
+        if down_for < self.settings.notify.unreachable_after:
+            return
+        self._unreachable_reported = True
+        log.error("the Cohere API has been unreachable", for_seconds=round(down_for),
+                  last_error=self._last_error)  # fmt: skip
+        self._ops_message(
+            "finetune-watcher cannot reach the Cohere API",
+            f"No poll has succeeded for {format_duration(down_for)}. Last error: "
+            f"{self._last_error or 'none recorded'}. Notifications resume when it answers again.",
+            "failure",
+        )
+
     async def _housekeeping_loop(self) -> None:
+        next_flush = anyio.current_time() + FLUSH_EVERY
         while True:
-            await anyio.sleep(FLUSH_EVERY)
-            self.flush_polls()
-            self.metrics.budget_used.set(
-                min(1.0, self._pacer.recent_requests() / self._pacer.per_minute)
-            )
+            await anyio.sleep(HEARTBEAT)
+            self._check_reachability()
+            if anyio.current_time() >= next_flush:
+                next_flush = anyio.current_time() + FLUSH_EVERY
+                self.flush_polls()
+                self.metrics.budget_used.set(
+                    min(1.0, self._pacer.recent_requests() / self._pacer.per_minute)
+                )
 
     def database_ok(self) -> bool:
         """True when the state database answers a trivial query."""
@@ -544,7 +745,9 @@ class Watcher:
     def stopping(self) -> bool:
         return self._stop_requested.is_set()
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Watch until ``stop()`` is called or the caller cancels."""
         self.progress.started_mono = anyio.current_time()
         self._warn_if_over_budget()
@@ -564,6 +767,7 @@ class Watcher:
                 tg.start_soon(poll_loop)
                 tg.start_soon(delivery_loop)
                 tg.start_soon(self._housekeeping_loop)
+                tg.start_soon(self._discovery_loop)
                 task_status.started()
                 await self._stop_requested.wait()
                 polling.cancel()
@@ -572,12 +776,13 @@ class Watcher:
                         await self._delivery_idle.wait()
                 tg.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True):
-                self.flush_polls()
+            self.flush_polls()  # synchronous: nothing here can be cancelled
 
     async def poll_all_once(self) -> OnceResult:
         """Poll every model once (for ``once``), then deliver what is due."""
         result = OnceResult()
+        if self.settings.discover.enabled:
+            await self.discover_once()
         limiter = anyio.Semaphore(self.settings.poll.concurrency)
 
         async def one(model: WatchedModel) -> None:
@@ -599,6 +804,13 @@ class Watcher:
 
 def _status(model: WatchedModel) -> str | None:
     return model.state.status if model.state else None
+
+
+def _matches(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    """Glob rules of ``discover``: any include pattern matches and no exclude pattern does."""
+    return any(fnmatch.fnmatchcase(name, p) for p in include) and not any(
+        fnmatch.fnmatchcase(name, p) for p in exclude
+    )
 
 
 def _unique(targets: Sequence[Target]) -> tuple[Target, ...]:

@@ -353,3 +353,18 @@ def backoff_delay(failures: int, base: float, cap: float, rand: float) -> float:
         return 0.0
     ceiling = min(cap, base * (2.0 ** min(failures - 1, 32)))
     return max(base / 10.0, ceiling * rand)
+
+
+def stuck_warnings_due(
+    status: str | None, status_since: datetime | None, now: datetime, stuck_after: float
+) -> int:
+    """How many "still stuck" warnings a model should have had by ``now``.
+
+    A model in an unsettled status for ``stuck_after`` seconds earns one warning,
+    and one more for every further ``stuck_after``. Settled models and models with
+    no status never do. The caller compares with the warnings already sent.
+    """
+    if status is None or status_since is None or is_settled(status) or stuck_after <= 0:
+        return 0
+    elapsed = (now - status_since).total_seconds()
+    return max(0, int(elapsed // stuck_after))

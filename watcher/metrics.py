@@ -59,7 +59,7 @@ class Metrics:
         )
         self.model_status = Gauge(
             "finetune_watcher_model_status",
-            "1 for the current status of each watched model (label model_id: one series per model).",
+            "1 for the current status of each watched model (one series per model).",
             ["model_id", "status"],
             registry=r,
         )

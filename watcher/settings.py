@@ -360,6 +360,7 @@ class NotifySettings(BaseModel):
     on: Annotated[list[Status], Field(min_length=1)] = [READY, FAILED]
     ops_urls: AppriseUrls = []
     give_up_after: Duration = 86400.0
+    unreachable_after: Duration = 900.0
     timeout: Duration = 30.0
     dashboard_url: str = "https://dashboard.cohere.com/fine-tuning/{model_id}"
     title: str | None = None
