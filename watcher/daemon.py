@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -35,6 +36,7 @@ from watcher.errors import (
     TransportError,
     WatcherError,
 )
+from watcher.health import LIVENESS_STALE_AFTER, HealthServer
 from watcher.lifecycle import (
     READY,
     ModelState,
@@ -60,6 +62,7 @@ from watcher.notify import (
 from watcher.pacing import RequestPacer
 from watcher.settings import ApiKey, Settings
 from watcher.store import OutboxItem, Store
+from watcher.systemd import SystemdNotifier, status_loop, watchdog_interval, watchdog_loop
 
 log = structlog.get_logger("watcher.daemon")
 
@@ -320,7 +323,13 @@ class Watcher:
         async with anyio.create_task_group() as polls:
             while True:
                 model = await self._next_due()
-                await slots.acquire()
+                # Waiting for a slot (all polls paused by a 429, say) is still progress:
+                # keep the heartbeat going, or the watchdog would kill a healthy daemon.
+                while True:
+                    with anyio.move_on_after(HEARTBEAT):
+                        await slots.acquire()
+                        break
+                    self.progress.heartbeat_mono = anyio.current_time()
                 polls.start_soon(self._poll_and_release, model, slots)
 
     async def _poll_and_release(self, model: WatchedModel, slots: anyio.Semaphore) -> None:
@@ -533,11 +542,8 @@ class Watcher:
         self._store.record_poll_failure(
             model.model_id, polled_at=self._now(), error=str(exc), failures=model.failures
         )
-        if model.state is None:
-            self._unpolled.discard(
-                model.model_id
-            )  # a failing model must not block readiness forever
-            self._mark_polled(model.model_id)
+        # A round is "every model attempted": one failing model must not hold readiness.
+        self._mark_polled(model.model_id)
         self._schedule(model, anyio.current_time() + delay)
 
     def _ops_message(
@@ -896,35 +902,74 @@ async def serve(
             log.info("one round done", polled=result.polled, failed=result.failed)
             return 1 if result.polled and result.failed == result.polled else 0
 
+        systemd = SystemdNotifier.from_environ()
+        if systemd is not None:
+            stack.callback(systemd.close)
+        host, port = settings.health.host, settings.health.port
+        if host is not None and port is not None:
+            # Before READY, so a busy port fails the start instead of a running daemon.
+            health = HealthServer(watcher, host=host, port=port)
+            await health.start()
+            stack.push_async_callback(_aclose_logged, "health server", health.aclose)
+
         async with anyio.create_task_group() as tg:
             if handle_signals:
-                tg.start_soon(_handle_signals, watcher, reload_settings)
+                tg.start_soon(
+                    _handle_signals, watcher, reload_settings, systemd, tg.cancel_scope.cancel
+                )
 
             async def run_then_stop_all(*, task_status: anyio.abc.TaskStatus[None]) -> None:
                 try:
                     await watcher.run(task_status=task_status)
                 finally:
-                    tg.cancel_scope.cancel()  # the signal task too, however we stopped
+                    tg.cancel_scope.cancel()  # the signal and systemd tasks too
 
             await tg.start(run_then_stop_all)
+            if systemd is not None:
+                systemd.ready(watcher.status_line())
+                tg.start_soon(partial(status_loop, systemd, status_line=watcher.status_line))
+                interval = watchdog_interval()
+                if interval is not None:
+                    tg.start_soon(
+                        partial(
+                            watchdog_loop,
+                            systemd,
+                            interval=interval,
+                            heartbeat=lambda: watcher.progress.heartbeat_mono,
+                            stale_after=LIVENESS_STALE_AFTER,
+                        )
+                    )
             if on_started is not None:
                 await on_started(watcher)
         log.info("watcher stopped")
     return 0
 
 
-async def _handle_signals(watcher: Watcher, reload_settings: ReloadFn | None) -> None:
+async def _handle_signals(
+    watcher: Watcher,
+    reload_settings: ReloadFn | None,
+    systemd: SystemdNotifier | None,
+    stop_now: Callable[[], None],
+) -> None:
+    """SIGHUP reloads; the first SIGTERM/SIGINT stops gracefully, a second one at once."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            name = signal.Signals(signum).name
             if signum == signal.SIGHUP:
+                if systemd is not None:
+                    systemd.reloading()
                 _reload(watcher, reload_settings)
+                if systemd is not None:
+                    systemd.ready(watcher.status_line())  # also after a rejected reload
                 continue
             if watcher.stopping:
-                log.warning("second signal; stopping now", signal=signal.Signals(signum).name)
-                raise anyio.get_cancelled_exc_class()
-            log.info("stopping", signal=signal.Signals(signum).name)
+                log.warning("second signal; stopping now", signal=name)
+                stop_now()
+                return
+            log.info("stopping", signal=name)
+            if systemd is not None:
+                systemd.stopping()
             watcher.stop()
-            return
 
 
 def _reload(watcher: Watcher, reload_settings: ReloadFn | None) -> None:

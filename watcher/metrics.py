@@ -8,7 +8,14 @@ gauge that is cleared when a model stops being watched.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 
 from watcher import __version__
 from watcher.lifecycle import KNOWN_STATUSES
@@ -31,6 +38,10 @@ def status_label(status: str | None) -> str:
     if status is None:
         return "none"
     return status if status in KNOWN_STATUSES else "other"
+
+
+# The *_created series double the output and say nothing a restart counter would not.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 
 class Metrics:
