@@ -146,7 +146,7 @@ class TestEnrichment:
 
 class TestDiscovery:
     async def test_watches_unsettled_matches_and_new_models(self, tmp_path: Path) -> None:
-        """Include/exclude globs pick unsettled models across pages; new ones are picked up later."""
+        """Include/exclude globs pick unsettled models across pages, and new ones later."""
         scn = scenario(
             [
                 {"id": "d-1", "name": "prod-classifier", "timeline": [[0, FINETUNING]]},
@@ -194,7 +194,7 @@ class TestDiscovery:
 
 class TestStuckWarnings:
     async def test_one_warning_per_span_and_none_after_restart(self, tmp_path: Path) -> None:
-        """Stuck for one span: one warning; still stuck a span later: one more; a restart repeats none."""
+        """One warning per stuck span, one more a span later; a restart repeats none."""
         scn = scenario(
             [{"id": "s-1", "name": "slowpoke", "timeline": [[0, QUEUED], [60, FINETUNING]]}]
         )
@@ -264,7 +264,7 @@ class TestReload:
             load_settings(path)
 
     async def test_sighup_reloads_the_running_daemon(self, tmp_path: Path) -> None:
-        """SIGHUP: an added model is polled, a removed one is not, an invalid file changes nothing."""
+        """SIGHUP: an added model is polled, a removed one not; an invalid file changes nothing."""
         scn = scenario([{"id": m, "timeline": [[0, QUEUED]]} for m in ("h-1", "h-2", "h-3")])
         async with running_simulator(scn) as sim:
             path = settings_file(tmp_path, sim.base_url, ["h-1", "h-2"], [])
