@@ -56,6 +56,7 @@ from watcher.notify import (
     dashboard_link,
     deliver_due,
     format_duration,
+    human_status,
     make_target,
     render_notice,
 )
@@ -426,7 +427,7 @@ class Watcher:
             return
         model.stuck_warnings = due
         stuck_for = format_duration((now - model.state.status_since).total_seconds())
-        status = (model.state.status or "").removeprefix("STATUS_").replace("_", " ").lower()
+        status = human_status(model.state.status)
         self._store.record_stuck_warning(
             model.model_id,
             warnings=due,

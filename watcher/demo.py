@@ -10,16 +10,54 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 import yaml
 
 from watcher.lifecycle import FAILED, READY
+from watcher.notify import format_duration, human_status
+
+if TYPE_CHECKING:
+    from watcher.daemon import Watcher
 
 DEMO_TIMEOUT = 60.0
+PROGRESS_EVERY = 0.2
+CLEAR_LINE = "\r\033[K"
 _OUT: list[TextIO] = [sys.stdout]
+
+
+def progress_line(watcher: Watcher, now: datetime) -> str:
+    """One compact line: each model, its status and for how long."""
+    parts = []
+    for model in watcher.models.values():
+        state = model.state
+        status = human_status(state.status if state else None)
+        since = ""
+        if state is not None and state.status_since is not None:
+            since = " " + format_duration((now - state.status_since).total_seconds())
+        icon = {"ready": "✅", "failed": "❌"}.get(status, "⏳")
+        parts.append(f"{icon} {model.label}: {status}{since}")
+    return " │ ".join(parts)
+
+
+async def show_progress(watcher: Watcher, out: TextIO) -> None:
+    """Live on a terminal (one line, redrawn); plain lines on a change otherwise."""
+    tty = out.isatty()
+    last: dict[str, str | None] = {}
+    while True:
+        if tty:
+            out.write(CLEAR_LINE + progress_line(watcher, datetime.now(UTC)))
+            out.flush()
+        else:
+            for model in watcher.models.values():
+                status = model.state.status if model.state else None
+                if status is not None and last.get(model.model_id) != status:
+                    print(f"demo: {model.label} is {human_status(status)}", file=out, flush=True)
+                last[model.model_id] = status
+        await anyio.sleep(PROGRESS_EVERY)
 
 
 def _register_console_target() -> None:
@@ -30,7 +68,8 @@ def _register_console_target() -> None:
     def _print_notification(body: str, title: str, notify_type: str, **_: Any) -> bool:
         out = _OUT[0]
         rule = "─" * 60
-        print(f"\n{rule}\n🔔 {title}\n{rule}\n{body}\n{rule}\n", file=out, flush=True)
+        clear = CLEAR_LINE if out.isatty() else ""
+        print(f"{clear}\n{rule}\n🔔 {title}\n{rule}\n{body}\n{rule}\n", file=out, flush=True)
         return True
 
 
@@ -56,7 +95,7 @@ def demo_config(base_url: str, state_dir: Path) -> dict[str, Any]:
 
 async def run_demo(out: TextIO | None = None) -> int:
     """Run the demo; 0 once the READY and FAILED notifications were delivered."""
-    from watcher.daemon import Watcher, serve
+    from watcher.daemon import serve
     from watcher.settings import load_settings, register_secrets, resolve_api_key
     from watcher.simulator import demo_scenario, running_simulator
 
@@ -80,9 +119,14 @@ async def run_demo(out: TextIO | None = None) -> int:
 
             async def stop_when_notified(watcher: Watcher) -> None:
                 # Runs beside the watcher inside ``serve``; a signal cancels it.
-                with anyio.move_on_after(DEMO_TIMEOUT) as scope:
-                    while watcher.progress.delivered < 2:
-                        await watcher.progress.changed.wait()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(show_progress, watcher, _OUT[0])
+                    with anyio.move_on_after(DEMO_TIMEOUT) as scope:
+                        while watcher.progress.delivered < 2:
+                            await watcher.progress.changed.wait()
+                    tg.cancel_scope.cancel()
+                if _OUT[0].isatty():
+                    _OUT[0].write(CLEAR_LINE + progress_line(watcher, datetime.now(UTC)) + "\n")
                 outcome.append(1 if scope.cancelled_caught else 0)
                 watcher.stop()
 
