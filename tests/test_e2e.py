@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import anyio
+
 from tests.conftest import SIM_KEY, base_config, daemon, run_cli, wait_until, write_config
 from tests.receivers import webhook_receiver
 from watcher.simulator import Scenario, running_simulator
@@ -24,12 +26,20 @@ def lifecycle_scenario() -> Scenario:
                 {
                     "id": READY_ID,
                     "name": "support-classifier",
-                    "timeline": [[0, "STATUS_QUEUED"], [1, "STATUS_FINETUNING"], [10, "STATUS_READY"]],
+                    "timeline": [
+                        [0, "STATUS_QUEUED"],
+                        [1, "STATUS_FINETUNING"],
+                        [10, "STATUS_READY"],
+                    ],
                 },
                 {
                     "id": FAILED_ID,
                     "name": "intent-router",
-                    "timeline": [[0, "STATUS_QUEUED"], [1, "STATUS_FINETUNING"], [10, "STATUS_FAILED"]],
+                    "timeline": [
+                        [0, "STATUS_QUEUED"],
+                        [1, "STATUS_FINETUNING"],
+                        [10, "STATUS_FAILED"],
+                    ],
                 },
                 {
                     "id": TRAINING_ID,
@@ -47,7 +57,7 @@ def polls_of(stats: dict, model_id: str) -> int:
 
 class TestRunEndToEnd:
     async def test_ready_and_failed_each_notified_once_across_restart(self, tmp_path: Path) -> None:
-        """One READY and one FAILED notification arrive, none for training, none again after a restart."""
+        """One READY and one FAILED arrive, none for training, none again after a restart."""
         async with running_simulator(lifecycle_scenario()) as sim, webhook_receiver() as hook:
             config = write_config(
                 tmp_path / "watcher.yaml",
@@ -135,4 +145,39 @@ class TestDemo:
         result = run_cli("demo", env={"CO_API_KEY": ""}, timeout=90)
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.count("🔔") == 2, result.stdout
+        assert "Traceback" not in result.stderr
+
+
+class TestOnce:
+    async def test_once_polls_delivers_and_exits_0(self, tmp_path: Path) -> None:
+        """`once` polls every model, delivers the READY found on first sight, and exits 0."""
+        async with running_simulator(lifecycle_scenario()) as sim, webhook_receiver() as hook:
+            sim.advance(20)
+            config = write_config(
+                tmp_path / "watcher.yaml",
+                base_config(sim.base_url, tmp_path, [READY_ID, TRAINING_ID], [hook.url]),
+            )
+            result = await anyio.to_thread.run_sync(
+                lambda: run_cli("once", "-c", str(config), "--log-format", "json")
+            )
+            assert result.returncode == 0, result.stderr
+            assert [m["type"] for m in hook.messages] == ["success"]
+            # A second run finds nothing new.
+            result = await anyio.to_thread.run_sync(lambda: run_cli("once", "-c", str(config)))
+            assert result.returncode == 0, result.stderr
+            assert len(hook.messages) == 1
+
+    async def test_once_exits_1_when_every_poll_fails(self, tmp_path: Path) -> None:
+        """With a rejected key every poll fails, so `once` exits 1 with a clear log line."""
+        async with running_simulator(lifecycle_scenario()) as sim:
+            config = write_config(
+                tmp_path / "watcher.yaml",
+                base_config(sim.base_url, tmp_path, [READY_ID, TRAINING_ID], []),
+            )
+            result = await anyio.to_thread.run_sync(
+                lambda: run_cli("once", "-c", str(config), env={"CO_API_KEY": "wrong-key-42"})
+            )
+        assert result.returncode == 1
+        assert "rejects the key" in result.stderr
+        assert "wrong-key-42" not in result.stderr
         assert "Traceback" not in result.stderr
