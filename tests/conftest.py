@@ -61,7 +61,9 @@ def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m watcher ARGS`` to completion (for commands that exit by themselves)."""
     return subprocess.run(
         [sys.executable, "-m", "watcher", *args],
@@ -98,7 +100,17 @@ async def daemon(
     log_path = config.parent / f"daemon-{os.getpid()}-{id(config)}.log"
     with log_path.open("ab") as log_file:
         process = await anyio.open_process(
-            [sys.executable, "-m", "watcher", command, "-c", str(config), "--log-format", "json", *args],
+            [
+                sys.executable,
+                "-m",
+                "watcher",
+                command,
+                "-c",
+                str(config),
+                "--log-format",
+                "json",
+                *args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,

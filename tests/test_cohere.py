@@ -93,7 +93,7 @@ class TestEvents:
     async def test_pages_of_one_give_the_whole_history(self, order: str, fmt: str) -> None:
         """With one event per page, every event arrives whatever the order and timestamp form."""
         scn = scenario(default_order=order, honour_order_by=False, timestamp_format=fmt)
-        async with client_for(scn) as (client, sim):
+        async with client_for(scn) as (client, _):
             history = await client.list_events(MODEL)
         assert sorted(e.status for e in history.events) == sorted(s for _, s in TIMELINE)
         assert history.pages >= len(TIMELINE)

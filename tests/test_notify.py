@@ -705,7 +705,9 @@ class TestDeliverDue:
                 rand=rand_half,
             )
         assert result.failed == 1
-        (entry,) = [e for e in logs if e["event"] == "notification could not be rendered; will retry"]
+        (entry,) = [
+            e for e in logs if e["event"] == "notification could not be rendered; will retry"
+        ]
         assert "{nmae}" in entry["error"]
         (item,) = store.due_notifications(T0 + timedelta(hours=1))
         assert item.last_error == "cannot render message (TemplateError)"

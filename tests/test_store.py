@@ -312,7 +312,9 @@ class TestOutbox:
         assert (item.id, item.kind, item.model_id) == (outbox_id, "stuck", "m-1")
         assert store.stuck_warning_counts() == {"m-1": 1}
         # Same status again (a new event of the same status): the count stays.
-        again = observe(first.state, "m-1", [Event(FINETUNING, minutes(1)), Event(FINETUNING, minutes(4))])
+        again = observe(
+            first.state, "m-1", [Event(FINETUNING, minutes(1)), Event(FINETUNING, minutes(4))]
+        )
         store.record_observation(again.state, again.notices, polled_at=minutes(5))
         assert store.stuck_warning_counts() == {"m-1": 1}
         later = observe(again.state, "m-1", [Event(READY, minutes(6))])
