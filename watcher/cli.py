@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sim.add_argument("--port", type=int, default=8010, help="port to bind (default 8010)")
+    _add_everyday_commands(add)
     return parser
 
 
@@ -268,3 +269,187 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise WatcherError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}") from exc
     return EX_OK
+
+
+# --- everyday commands: status, events, test-notify, healthcheck (see watcher.commands) ---
+
+STATUS_EPILOG = """\
+example:
+  finetune-watcher status -c /etc/finetune-watcher/watcher.yaml
+  finetune-watcher status --json | jq -r '.models[] | select(.status == "STATUS_READY") | .id'
+
+--json prints one object (times: ISO-8601 UTC ending in Z, or null):
+  {"generated_at", "state_path",
+   "models": [{"id", "name", "status", "status_since", "last_poll_at", "last_success_at",
+               "last_error", "failures", "pending_notifications", "discovered", "configured"}],
+   "outbox": {"pending", "done", "given_up"}}
+
+exit codes:
+  0   success
+  74  no state database at state.path yet, or it is unusable
+  78  the configuration is invalid
+"""
+EVENTS_EPILOG = """\
+example:
+  finetune-watcher events 7a317d97-4d05-427d-9396-f31b9fb92c55 --follow && ./deploy.sh
+
+The key and base URL come from the configuration when -c is given or the default
+configuration file exists; else from $CO_API_KEY (or $COHERE_API_KEY) and $CO_API_URL
+(default https://api.cohere.com). --json prints JSON Lines: one
+{"status", "created_at", "duration_seconds"} per status (duration null while current),
+and with --follow a last {"final_status", "exit_code"}. While following, server errors,
+timeouts, rate limits and malformed answers are retried with a warning on stderr.
+
+exit codes:
+  0   the timeline was printed; with --follow: the model became READY
+  1   with --follow: the model became FAILED or DELETED; or an API error
+      (key rejected, model not found, ...)
+  78  the configuration is invalid, or no API key was found
+  130 interrupted (Ctrl-C); 143 terminated (SIGTERM) while following
+"""
+TEST_NOTIFY_EPILOG = """\
+example:
+  finetune-watcher test-notify -c config/watcher.yaml --model 7a317d97-4d05-427d-9396-f31b9fb92c55
+
+Without --model: a plain "finetune-watcher test notification" (type info) to every target,
+global and per model. With --model: the global targets and that model's own, and the
+message its last stored status would send (a sample READY message when nothing is stored),
+its title prefixed with "[test]". One line per target: its redacted label, where it is
+configured, and ok or why it failed. URLs are never printed.
+
+exit codes:
+  0   every target accepted the message
+  1   some target failed (or there is no target, or the model is unknown)
+  74  the state database is unusable (--model)
+  78  the configuration is invalid
+"""
+HEALTHCHECK_EPILOG = """\
+example:
+  finetune-watcher healthcheck --url http://127.0.0.1:9464/healthz
+
+The URL: --url; else from health.listen of the configuration given with -c; else from
+$WATCHER_HEALTH__LISTEN; else http://127.0.0.1:9464/healthz. Prints one line
+(healthy: ... / unhealthy: ...). Used by the container's HEALTHCHECK.
+
+exit codes:
+  0   /healthz answered 200
+  1   it answered something else, or could not be reached
+  78  the configuration (-c) or $WATCHER_HEALTH__LISTEN is invalid
+"""
+
+
+def _add_everyday_commands(
+    add: Callable[..., argparse.ArgumentParser],
+) -> None:
+    from watcher.commands import DEFAULT_FOLLOW_INTERVAL, positive_seconds
+
+    status = add("status", cmd_status, "Show every watched model's status from the state database.")
+    status.description = (
+        "Show every watched model from the state database: its name, id, current status,\n"
+        "since when, the last poll, the last error and its undelivered notifications, then\n"
+        "the outbox counts. Makes no API calls and is safe while the daemon runs. Models\n"
+        'in the configuration that the daemon has not polled yet show as "not polled yet".'
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON document (see below)")
+    status.epilog = STATUS_EPILOG
+
+    events = add(
+        "events", cmd_events, "Show a model's status timeline from the API; --follow waits for it."
+    )
+    events.description = (
+        "Show a fine-tuned model's timeline from the Cohere API: each status, when it began\n"
+        "and how long the model spent in it. With --follow, keep polling, print each new\n"
+        "status as it arrives (with a live one-line status on a terminal) and exit 0 when\n"
+        "the model becomes READY, 1 when it becomes FAILED or DELETED: usable in scripts."
+    )
+    events.add_argument("model_id", metavar="MODEL_ID", help="the fine-tuned model's id")
+    events.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep polling and print each new status; exit 0 on READY, 1 on FAILED/DELETED",
+    )
+    events.add_argument("--json", action="store_true", help="print JSON Lines (see below)")
+    events.add_argument(
+        "--interval",
+        type=positive_seconds,
+        default=DEFAULT_FOLLOW_INTERVAL,
+        metavar="SECONDS",
+        help=f"seconds between polls with --follow (default {DEFAULT_FOLLOW_INTERVAL:g})",
+    )
+    events.epilog = EVENTS_EPILOG
+
+    test_notify = add(
+        "test-notify", cmd_test_notify, "Send a test notification to every target; report each."
+    )
+    test_notify.description = (
+        "Send a test notification to every configured target (notify.urls and every\n"
+        "model's own urls) and print one line per target: ok, or why it failed."
+    )
+    test_notify.add_argument(
+        "--model",
+        metavar="ID",
+        default=None,
+        help="only the global targets and this model's own, with the message its last "
+        "stored status would send",
+    )
+    test_notify.epilog = TEST_NOTIFY_EPILOG
+
+    health = add(
+        "healthcheck",
+        cmd_healthcheck,
+        "Check a running daemon's /healthz (container HEALTHCHECK).",
+        with_config=False,
+    )
+    health.description = (
+        "Fetch a running daemon's /healthz endpoint (health.listen must be set) and exit 0\n"
+        "when it answers 200, 1 otherwise. Starts fast; makes no API calls."
+    )
+    health.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="take the address from this configuration's health.listen (only when given)",
+    )
+    health.add_argument("--url", default=None, help="the /healthz URL (default: see below)")
+    health.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="give up after this many seconds (default 5)",
+    )
+    health.epilog = HEALTHCHECK_EPILOG
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from watcher.commands import status_command
+
+    return status_command(_config_path(args), as_json=args.json)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from watcher.commands import events_command
+
+    return events_command(
+        args.model_id,
+        config=args.config,
+        follow=args.follow,
+        as_json=args.json,
+        interval=args.interval,
+    )
+
+
+def cmd_test_notify(args: argparse.Namespace) -> int:
+    from watcher.commands import send_test_notifications
+
+    code = send_test_notifications(_config_path(args), model_id=args.model)
+    _exit_without_waiting_for_senders(code)
+    return code
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    from watcher.commands import healthcheck_command
+
+    return healthcheck_command(args.url, config=args.config, timeout=args.timeout)
