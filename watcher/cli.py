@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
-        default="info",
-        help="lowest level logged (default: info)",
+        default=None,
+        help="lowest level logged (default: info; warning for demo, whose output is the show)",
     )
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument(
@@ -116,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from watcher.logs import configure_logging
 
+    if args.log_level is None:
+        args.log_level = "warning" if args.command == "demo" else "info"
     configure_logging(fmt=args.log_format, level=args.log_level)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
