@@ -144,6 +144,32 @@ class TestEnrichment:
         assert "m-x" in message["title"] + message["message"]
 
 
+class TestTemplates:
+    async def test_per_status_override_is_used_for_that_status(self, tmp_path: Path) -> None:
+        """A FAILED override shapes the FAILED message; READY keeps the default wording."""
+        scn = scenario(
+            [
+                {"id": "t-1", "name": "ok-model", "timeline": [[0, QUEUED], [60, READY]]},
+                {"id": "t-2", "name": "bad-model", "timeline": [[0, QUEUED], [60, FAILED]]},
+            ]
+        )
+        async with running_simulator(scn) as sim, webhook_receiver() as hook:
+            path = settings_file(
+                tmp_path, sim.base_url, ["t-1", "t-2"], [hook.url],
+                notify={"templates": {"FAILED": {"title": "BROKEN {name} ({status_label})"}}},
+            )  # fmt: skip
+            async with watcher_for(load_settings(path)) as (watcher, _):
+                sim.advance(1)
+                await poll_all(watcher)
+                sim.advance(60)
+                await poll_all(watcher)
+                await watcher.deliver_once()
+        titles = sorted(m["title"] for m in hook.messages)
+        assert titles[0] == "BROKEN bad-model (failed)"
+        assert "ok-model" in titles[1]
+        assert not titles[1].startswith("BROKEN")
+
+
 class TestDiscovery:
     async def test_watches_unsettled_matches_and_new_models(self, tmp_path: Path) -> None:
         """Include/exclude globs pick unsettled models across pages, and new ones later."""

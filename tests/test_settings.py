@@ -622,3 +622,27 @@ class TestReporting:
         settings = Settings(models=["x"])  # type: ignore[list-item]
         assert settings.model_by_id()["x"].id == "x"
         assert settings.config_path == Path(".")
+
+
+class TestPerStatusTemplates:
+    def test_override_wins_for_its_status_only(self, tmp_path: Path) -> None:
+        """A per-status template replaces the general one for that status and no other."""
+        path = tmp_path / "t.yaml"
+        path.write_text(
+            "models: [a]\n"
+            "notify:\n"
+            "  title: 'general {name}'\n"
+            "  templates:\n"
+            "    FAILED: {title: 'failed {name} after {duration}'}\n"
+        )
+        notify = load_settings(path, environ={}).notify
+        assert notify.templates_for("STATUS_FAILED") == ("failed {name} after {duration}", None)
+        assert notify.templates_for("STATUS_READY") == ("general {name}", None)
+
+    def test_unknown_placeholder_in_an_override_is_a_config_error(self, tmp_path: Path) -> None:
+        """An override is checked like the general templates: the field path is named."""
+        path = tmp_path / "t.yaml"
+        path.write_text("models: [a]\nnotify:\n  templates:\n    STATUS_READY: {body: '{nope}'}\n")
+        with pytest.raises(ConfigError) as info:
+            load_settings(path, environ={})
+        assert any("notify.templates.STATUS_READY.body" in p for p in info.value.problems)

@@ -890,13 +890,14 @@ def _model_test_message(settings: Settings, model_id: str, console: _Console) ->
                 f"  (note: {notice.status} is not in notify.on, so the watcher would not send it)"
             )
     notify = settings.notify
+    title_template, body_template = notify.templates_for(notice.status)
     try:
         message = render_notice(
             notice,
             name=name,
             dashboard_url=notify.dashboard_url,
-            title_template=notify.title,
-            body_template=notify.body,
+            title_template=title_template,
+            body_template=body_template,
         )
     except TemplateError as exc:
         raise ConfigError(str(settings.config_path), [f"notify: {exc}"]) from None

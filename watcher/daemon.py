@@ -612,12 +612,13 @@ class Watcher:
             return Message(item.title or "", item.body or "", item.notify_type or "info")
         model = self._models.get(item.notice.model_id)
         notify = self.settings.notify
+        title_template, body_template = notify.templates_for(item.notice.status)
         return render_notice(
             item.notice,
             name=model.display_name if model else None,
             dashboard_url=notify.dashboard_url,
-            title_template=notify.title,
-            body_template=notify.body,
+            title_template=title_template,
+            body_template=body_template,
             base_model=model.info.base_model if model and model.info else None,
             metrics=model.metrics if model and item.notice.status == READY else None,
         )

@@ -351,6 +351,20 @@ def _status_name(value: object) -> object:
 Status = Annotated[str, BeforeValidator(_status_name)]
 
 
+class MessageTemplate(BaseModel):
+    """A title and/or body that replace the defaults for one status."""
+
+    model_config = _MODEL_CONFIG
+
+    title: str | None = None
+    body: str | None = None
+
+    @field_validator("title", "body")
+    @classmethod
+    def _known_placeholders(cls, value: str | None) -> str | None:
+        return _check_template(value)
+
+
 class NotifySettings(BaseModel):
     """Where notifications go, on which statuses, and what they say."""
 
@@ -365,6 +379,7 @@ class NotifySettings(BaseModel):
     dashboard_url: str = "https://dashboard.cohere.com/fine-tuning/{model_id}"
     title: str | None = None
     body: str | None = None
+    templates: dict[Status, MessageTemplate] = {}  # per-status overrides of title/body
     format: Literal["text", "markdown", "html"] = "text"
     stuck_after: Duration | None = None
 
@@ -385,6 +400,13 @@ class NotifySettings(BaseModel):
     @classmethod
     def _known_placeholders(cls, value: str | None) -> str | None:
         return _check_template(value)
+
+    def templates_for(self, status: str) -> tuple[str | None, str | None]:
+        """(title, body) templates for ``status``: its override, else the general ones."""
+        override = self.templates.get(status)
+        if override is None:
+            return self.title, self.body
+        return override.title or self.title, override.body or self.body
 
 
 class ModelSettings(BaseModel):
