@@ -19,7 +19,9 @@ order (newest first? ascending?), timestamps tie, pages can be cut anywhere and
 * Afterwards every *unseen* event whose status is in ``notify_on`` and differs from
   the status just before it (in key order) is announced, once, in key order; so
   READY -> DELETED between two polls gives two notices, READY -> OFFLINE -> READY
-  announces READY twice, and a repeated READY row announces nothing.
+  announces READY twice, and a repeated READY row announces nothing. A late event
+  that only extends a run we already knew backwards (the known event right after
+  it has its status: the same READY with another timestamp precision) is not new.
 * The current status is that of the newest known event.
 
 Nothing here does I/O, reads a clock or logs: time and randomness are parameters.
@@ -225,10 +227,17 @@ def observe(
     # event), if the state was ever bounded; else there is no status at all.
     floor_status = previous.floor.status if previous.floor is not None else None
     before: EventId | None = None
-    for ident in timeline:
+    for index, ident in enumerate(timeline):
         if ident in fresh_ids:
             prev_status = before.status if before is not None else floor_status
-            if ident.status in notify_on and ident.status != prev_status:
+            after = timeline[index + 1] if index + 1 < len(timeline) else None
+            # A late event that only extends a run we already knew (same status as the
+            # known event after it) is no new transition: the same READY re-reported with
+            # another timestamp precision must not be announced twice.
+            extends_known_run = (
+                after is not None and after not in fresh_ids and after.status == ident.status
+            )
+            if ident.status in notify_on and ident.status != prev_status and not extends_known_run:
                 notices.append(
                     Notice(
                         model_id=model_id,
