@@ -410,6 +410,25 @@ class TestNotifier:
         assert "Total time: 2h 14m since its first event" in mail.text
         await notifier.aclose()
 
+    async def test_back_to_back_mails_are_not_throttled_past_the_timeout(self) -> None:
+        """Two mails in a row to one target both succeed within a short timeout, once each.
+
+        apprise would sleep 5.5 s between them; past our timeout the second would be
+        reported failed yet still sent, and its retry would duplicate it.
+        """
+        notifier = Notifier(timeout=3)
+        with smtp_receiver() as smtp:
+            target = make_target(smtp.url(to="ml@example.com"))
+            first = render_notice(notice(), name="first", dashboard_url=DASHBOARD)
+            second = render_notice(notice(FAILED), name="second", dashboard_url=DASHBOARD)
+            (a,) = await notifier.send(first, [target])
+            (b,) = await notifier.send(second, [target])
+            assert (a.ok, b.ok) == (True, True), (a.error, b.error)
+            mails = await smtp.wait_for(2)
+        assert sorted(m.subject for m in mails) == ["✅ first is ready", "❌ second failed"]
+        assert len(smtp.messages) == 2
+        await notifier.aclose()
+
     async def test_failures_are_results_with_safe_reasons(self) -> None:
         """500, refused connection, a raising plugin, a bad URL: each is one failed result."""
         notifier = Notifier(timeout=5)
@@ -790,3 +809,32 @@ async def test_receiver_wait_for_reports_what_it_has() -> None:
             await hook.wait_for(1, timeout=0.05)
     with smtp_receiver() as smtp, pytest.raises(AssertionError, match="have 0"):
         await smtp.wait_for(1, timeout=0.05)
+
+
+class TestBodyFormats:
+    def test_html_escapes_values_and_breaks_lines(self) -> None:
+        """In html, a name with markup is escaped and each default line is its own line."""
+        message = render_notice(
+            notice(), name="<b>R&D</b>", dashboard_url=DASHBOARD, body_format="html"
+        )
+        assert "&lt;b&gt;R&amp;D&lt;/b&gt;" in message.body
+        assert "<b>R&D</b>" not in message.body
+        assert message.body.count("<br>") >= 3
+        assert message.title == "✅ <b>R&D</b> is ready"  # titles are plain text
+
+    def test_html_template_markup_is_kept(self) -> None:
+        """A template's own markup stays; only the values in it are escaped."""
+        message = render_notice(
+            notice(),
+            name="a<b",
+            dashboard_url=DASHBOARD,
+            body_template="<b>{name}</b> is {status_label}",
+            body_format="html",
+        )
+        assert message.body == "<b>a&lt;b</b> is ready"
+
+    def test_markdown_lines_end_in_hard_breaks(self) -> None:
+        """In markdown, default lines are kept apart by hard line breaks, without indentation."""
+        message = render_notice(notice(), name="m", dashboard_url=DASHBOARD, body_format="markdown")
+        assert "  \n" in message.body
+        assert not any(line.startswith(" ") for line in message.body.splitlines())

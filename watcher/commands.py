@@ -898,6 +898,7 @@ def _model_test_message(settings: Settings, model_id: str, console: _Console) ->
             dashboard_url=notify.dashboard_url,
             title_template=title_template,
             body_template=body_template,
+            body_format=notify.format,
         )
     except TemplateError as exc:
         raise ConfigError(str(settings.config_path), [f"notify: {exc}"]) from None

@@ -341,7 +341,7 @@ class Watcher:
 
     async def poll_model(self, model: WatchedModel) -> bool:
         """Poll one model, record the outcome and schedule its next poll. True on success."""
-        bound = log.bind(model_id=model.model_id, model_name=model.name)
+        bound = log.bind(model_id=model.model_id, model_name=model.display_name)
         started = anyio.current_time()
         try:
             history = await self._client.list_events(model.model_id)
@@ -540,8 +540,10 @@ class Watcher:
                 failures=model.failures,
                 retry_in=round(delay, 2),
             )
+        # The row already names the model: store the reason, not "events of <id>: ...".
+        reason = str(exc).removeprefix(f"events of {model.model_id}: ")
         self._store.record_poll_failure(
-            model.model_id, polled_at=self._now(), error=str(exc), failures=model.failures
+            model.model_id, polled_at=self._now(), error=reason, failures=model.failures
         )
         # A round is "every model attempted": one failing model must not hold readiness.
         self._mark_polled(model.model_id)
@@ -621,6 +623,7 @@ class Watcher:
             body_template=body_template,
             base_model=model.info.base_model if model and model.info else None,
             metrics=model.metrics if model and item.notice.status == READY else None,
+            body_format=notify.format,
         )
 
     async def deliver_once(self) -> DeliveryRound:

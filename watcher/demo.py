@@ -8,8 +8,11 @@ network, no configuration file: everything lives in a temporary folder.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
+import textwrap
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -34,7 +37,7 @@ def progress_line(watcher: Watcher, now: datetime) -> str:
     parts = []
     for model in watcher.models.values():
         state = model.state
-        status = human_status(state.status if state else None)
+        status = human_status(state.status) if state and state.status else "waiting"
         since = ""
         if state is not None and state.status_since is not None:
             since = " " + format_duration((now - state.status_since).total_seconds())
@@ -43,13 +46,32 @@ def progress_line(watcher: Watcher, now: datetime) -> str:
     return " │ ".join(parts)
 
 
+def _columns(char: str) -> int:
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def _fit(line: str, width: int) -> str:
+    """``line`` cut to ``width`` terminal columns (emoji take two)."""
+    if sum(_columns(c) for c in line) <= width:
+        return line
+    used, kept = 0, []
+    for char in line:
+        used += _columns(char)
+        if used > width - 1:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
+
+
 async def show_progress(watcher: Watcher, out: TextIO) -> None:
     """Live on a terminal (one line, redrawn); plain lines on a change otherwise."""
     tty = out.isatty()
     last: dict[str, str | None] = {}
     while True:
         if tty:
-            out.write(CLEAR_LINE + progress_line(watcher, datetime.now(UTC)))
+            # Wider than the terminal would wrap, and \r would then redraw a new row.
+            width = shutil.get_terminal_size().columns - 1
+            out.write(CLEAR_LINE + _fit(progress_line(watcher, datetime.now(UTC)), width))
             out.flush()
         else:
             for model in watcher.models.values():
@@ -67,9 +89,13 @@ def _register_console_target() -> None:
     @apprise.decorators.notify(on="console", name="Console (finetune-watcher demo)")  # type: ignore[untyped-decorator,no-untyped-call]
     def _print_notification(body: str, title: str, notify_type: str, **_: Any) -> bool:
         out = _OUT[0]
-        rule = "─" * 60
+        width = min(shutil.get_terminal_size().columns, 100)
+        rule = "─" * min(60, width)
+        wrapped = "\n".join(
+            textwrap.fill(line, width) if line else "" for line in body.splitlines()
+        )
         clear = CLEAR_LINE if out.isatty() else ""
-        print(f"{clear}\n{rule}\n🔔 {title}\n{rule}\n{body}\n{rule}\n", file=out, flush=True)
+        print(f"{clear}{rule}\n🔔 {title}\n{rule}\n{wrapped}\n{rule}\n", file=out, flush=True)
         return True
 
 
@@ -103,7 +129,7 @@ async def run_demo(out: TextIO | None = None) -> int:
     _register_console_target()
     scenario = demo_scenario()
     print(
-        "finetune-watcher demo: watching 3 simulated fine-tunes "
+        "finetune-watcher demo: watching 3 simulated fine-tunes\n"
         "(one will be ready, one will fail, one keeps training)…",
         file=_OUT[0],
         flush=True,
@@ -126,7 +152,9 @@ async def run_demo(out: TextIO | None = None) -> int:
                             await watcher.progress.changed.wait()
                     tg.cancel_scope.cancel()
                 if _OUT[0].isatty():
-                    _OUT[0].write(CLEAR_LINE + progress_line(watcher, datetime.now(UTC)) + "\n")
+                    width = shutil.get_terminal_size().columns - 1
+                    line = _fit(progress_line(watcher, datetime.now(UTC)), width)
+                    _OUT[0].write(CLEAR_LINE + line + "\n")
                 outcome.append(1 if scope.cancelled_caught else 0)
                 watcher.stop()
 

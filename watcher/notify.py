@@ -14,6 +14,7 @@ hash prefix, stored in the database instead of the URL) ever leave this module.
 from __future__ import annotations
 
 import hashlib
+import html
 import math
 import random
 import re
@@ -248,22 +249,44 @@ def render_notice(
     body_template: str | None = None,
     base_model: str | None = None,
     metrics: Mapping[str, float] | None = None,
+    body_format: str = "text",
 ) -> Message:
-    """The message announcing ``notice``: the templates if given, else the defaults."""
+    """The message announcing ``notice``: the templates if given, else the defaults.
+
+    With ``body_format`` html, placeholder values in the body are HTML-escaped and the
+    default body's lines become ``<br>`` lines; with markdown, they end in hard breaks.
+    A template's own markup is left as written. Titles are plain text.
+    """
     fields = notice_fields(
         notice, name=name, dashboard_url=dashboard_url, base_model=base_model, metrics=metrics
     )
+    body_fields = fields
+    if body_format == "html":
+        body_fields = {key: html.escape(value) for key, value in fields.items()}
     title = (
         render_template(title_template, fields)
         if title_template is not None
         else _default_title(notice, fields)
     )
-    body = (
-        render_template(body_template, fields)
-        if body_template is not None
-        else _default_body(notice, fields, named=bool(name))
-    )
+    if body_template is not None:
+        body = render_template(body_template, body_fields)
+    else:
+        body = _in_format(_default_body(notice, body_fields, named=bool(name)), body_format)
     return Message(title=title, body=body, notify_type=notify_type_for(notice.status))
+
+
+def _in_format(text: str, body_format: str) -> str:
+    """Plain lines of a default body, as ``body_format`` keeps them apart."""
+    if body_format == "html":
+        return "<br>\n".join(text.splitlines())
+    if body_format == "markdown":
+        # Two trailing spaces break a line; an empty line stays a paragraph break.
+        lines = [line.strip() for line in text.splitlines()]
+        nexts = [*lines[1:], ""]
+        return "\n".join(
+            f"{line}  " if line and nxt else line for line, nxt in zip(lines, nexts, strict=True)
+        )
+    return text
 
 
 def _default_title(notice: Notice, f: Mapping[str, str]) -> str:
@@ -341,6 +364,10 @@ class TargetResult:
 # Apprise plugins report failures in their log lines; only these safe facts are read.
 _HTTP_ERROR = re.compile(r"\berror=(\d{3})\b")
 _CONNECTION_ERROR = re.compile(r"connection error", re.IGNORECASE)
+
+
+#: Longest pause apprise may put between two sends to one target (see ``Notifier._build``).
+MAX_THROTTLE = 1.0
 
 
 class Notifier:
@@ -439,7 +466,15 @@ class Notifier:
     def _build(self, url: str) -> Any:
         with self._build_lock:
             sender = apprise.Apprise(asset=self._asset)
-            return sender if sender.add(url) else None
+            if not sender.add(url):
+                return None
+            for plugin in sender:
+                # apprise sleeps up to 5.5 s between two sends of one object (e-mail). A
+                # sleep longer than our timeout means a send we report as failed still goes
+                # out, and the retry duplicates it. The outbox already sends one item at a
+                # time per target; keep a 1 s gap for chat services' rate limits.
+                plugin.request_rate_per_sec = min(plugin.request_rate_per_sec, MAX_THROTTLE)
+            return sender
 
     async def aclose(self) -> None:
         """Forget every apprise object. Sends still running in apprise's threads finish alone."""
