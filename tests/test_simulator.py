@@ -812,6 +812,23 @@ class TestControl:
             with pytest.raises(ConfigError):
                 api.sim.add_fault({"kind": "nope"})
 
+    async def test_api_key_rotates(self) -> None:
+        """POST /_sim/api-key (or set_api_key) changes the key the API accepts from then on."""
+        async with simulated(scenario()) as api:
+            path = f"{API}/{MODEL}/events"
+            assert (await api.get(path, key="rotated-key")).status == 401
+            answer = await api.post("/_sim/api-key", {"api_key": "rotated-key"})
+            assert answer.status == 200
+            assert answer.json() == {"api_key_required": True}
+            assert (await api.get(path, key="rotated-key")).status == 200
+            assert (await api.get(path)).status == 401
+            api.sim.set_api_key(None)
+            assert (await api.get(path, key="anything")).status == 200
+            for bad in ({"api_key": ""}, {"api_key": 5}, {"key": "x"}, []):
+                assert (await api.post("/_sim/api-key", bad)).status == 400, bad
+            with pytest.raises(ValueError, match="non-empty"):
+                api.sim.set_api_key(" ")
+
     async def test_control_paths_need_no_key_and_are_not_counted(self) -> None:
         """/_sim/ paths work without a key and leave the counters alone."""
         async with simulated(scenario()) as api:

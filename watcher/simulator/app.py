@@ -414,6 +414,12 @@ class Simulation:
         self._add_fault(spec)
         return spec
 
+    def set_api_key(self, api_key: str | None) -> None:
+        """Accept ``api_key`` from now on (None: any bearer), as if the key were rotated."""
+        if api_key is not None and not api_key.strip():
+            raise ValueError("api_key must be a non-empty string or null")
+        self._api_key = api_key.encode() if api_key is not None else None
+
     def stats(self) -> dict[str, Any]:
         snapshot = self.counters.snapshot()
         snapshot["sim_time"] = self.clock.now()
@@ -774,12 +780,26 @@ def _control_handlers(
             return _json({"message": str(problem), "problems": problem.problems}, status=400)
         return _json(fault.model_dump(mode="json"), status=201)
 
+    async def set_api_key(request: web.Request) -> web.Response:
+        try:
+            body = await _json_body(request)
+            if not isinstance(body, dict) or set(body) != {"api_key"}:
+                raise _BadRequest('send {"api_key": "<key>"} or {"api_key": null}')
+            key = body["api_key"]
+            if key is not None and not isinstance(key, str):
+                raise _BadRequest("api_key must be a string or null")
+            sim.set_api_key(key)
+        except (_BadRequest, ValueError) as problem:
+            return _error(400, str(problem))
+        return _json({"api_key_required": key is not None})
+
     return {
         "GET /_sim/stats": stats,
         "POST /_sim/reset-stats": reset_stats,
         "POST /_sim/clock": move_clock,
         "POST /_sim/models": add_model,
         "POST /_sim/faults": add_fault,
+        "POST /_sim/api-key": set_api_key,
     }
 
 
@@ -863,6 +883,10 @@ class RunningSimulator:
     def add_fault(self, entry: Mapping[str, Any]) -> None:
         """Add a fault; ``ConfigError`` if invalid or naming an unknown model."""
         self.simulation.add_fault(entry)
+
+    def set_api_key(self, api_key: str | None) -> None:
+        """Require ``api_key`` from now on (None: accept any bearer); the key "rotates"."""
+        self.simulation.set_api_key(api_key)
 
 
 def _base_url(host: str, port: int) -> str:
