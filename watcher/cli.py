@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -116,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from watcher.logs import configure_logging
 
+    if args.command in ("run", "demo"):
+        # Until the daemon's own handler takes over, SIGTERM (docker stop, systemctl stop
+        # right after start) is a clean, early exit: nothing has been half-written.
+        signal.signal(signal.SIGTERM, _stop_before_started)
     if args.log_level is None:
         args.log_level = "warning" if args.command == "demo" else "info"
     configure_logging(fmt=args.log_format, level=args.log_level)
@@ -145,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run with --log-level debug for the traceback"
         )
         return EX_FAILURE
+
+
+def _stop_before_started(signum: int, frame: object) -> None:
+    raise SystemExit(EX_OK)
 
 
 def _leading_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -181,6 +181,8 @@ class Watcher:
         self._wall_offset: float | None = None
         self._apply_targets(settings)
         self._load_models(settings, store.load_states())
+        # Retries left by an earlier run are due now: a restart is usually a fix.
+        store.pull_forward_retries(self._now())
 
     # --- configuration -------------------------------------------------------
 
@@ -270,6 +272,8 @@ class Watcher:
     def _schedule(self, model: WatchedModel, due: float) -> None:
         model.token = next(self._seq)  # unique across models, so a stale entry never revives
         heapq.heappush(self._heap, (due, next(self._seq), model.model_id, model.token))
+        if self._heap[0][3] == model.token:
+            self._wake()  # the new entry is the earliest: the sleeping loop must see it
 
     def _wake(self) -> None:
         self._wakeup.set()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 MASK = "***"
 
@@ -95,9 +95,12 @@ def url_secrets(url: str) -> set[str]:
         if key.startswith(("+", "-", ":")):
             candidates.append(key)
     for c in candidates:
-        for form in (c, unquote(c)):
-            if len(form) >= _MIN_SECRET_LEN:
-                found.add(form)
+        plain = unquote(c)
+        # Every spelling a log line may carry: as written, decoded, and re-encoded
+        # (apprise prints "Bearer%20TOKEN"), plus the token-like words of a value.
+        forms = {c, plain, quote(plain, safe=""), quote_plus(plain)}
+        forms.update(word for word in plain.split() if _looks_like_token(word))
+        found.update(form for form in forms if len(form) >= _MIN_SECRET_LEN)
     return found
 
 
