@@ -30,24 +30,21 @@ from watcher.lifecycle import (
     observe,
 )
 from watcher.notify import (
-    PLACEHOLDERS,
     DeliveryRound,
     Message,
     Notifier,
     Target,
     TargetResult,
-    TemplateError,
     deliver_due,
     format_duration,
     human_status,
     make_target,
     notice_fields,
     render_notice,
-    render_template,
-    template_problems,
 )
 from watcher.redact import SECRETS
 from watcher.store import OutboxItem, Store
+from watcher.templates import PLACEHOLDERS, TemplateError, render_template, template_problems
 
 DASHBOARD = "https://dashboard.cohere.com/fine-tuning/{model_id}"
 MODEL = "7a317d97-4d05-427d-9396-f31b9fb92c55"

@@ -866,8 +866,9 @@ def _plain_test_message() -> Message:
 
 def _model_test_message(settings: Settings, model_id: str, console: _Console) -> Message:
     """The message ``model_id``'s last stored status would send, titled as a test."""
-    from watcher.notify import Message, TemplateError, render_notice
+    from watcher.notify import Message, render_notice
     from watcher.store import Store
+    from watcher.templates import TemplateError
 
     configured = settings.model_by_id().get(model_id)
     record = None

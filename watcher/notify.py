@@ -18,7 +18,6 @@ import html
 import math
 import random
 import re
-import string
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from watcher.lifecycle import (
     backoff_delay,
 )
 from watcher.redact import SECRETS, redact_url
+from watcher.templates import TemplateError, render_template
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -82,22 +82,6 @@ class Message:
     notify_type: str
 
 
-#: The names a ``notify.title`` / ``notify.body`` template may use (``{name}``).
-PLACEHOLDERS = (
-    "model_id",
-    "name",
-    "status",
-    "status_label",
-    "previous_status",
-    "event_at",
-    "previous_since",
-    "time_in_previous",
-    "duration",
-    "base_model",
-    "dashboard_url",
-    "metrics",
-)
-
 #: Shown for a value nobody knows (no previous status, no first event, ...).
 UNKNOWN = "unknown"
 
@@ -106,14 +90,6 @@ _STATUS_LABELS: dict[str, str] = {
     DEPLOYING_API: "deploying",
     TEMPORARILY_OFFLINE: "temporarily offline",
 }
-
-
-class TemplateError(ValueError):
-    """A message template cannot be rendered; ``problems`` has one line per fault."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 def human_status(status: str | None) -> str:
@@ -200,44 +176,6 @@ def notice_fields(
         "dashboard_url": dashboard_link(dashboard_url, notice.model_id),
         "metrics": format_metrics(metrics),
     }
-
-
-def template_problems(template: str) -> list[str]:
-    """What is wrong with ``template`` (empty when it renders): for ``check-config``."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        return [f"invalid template: {exc}"]
-    problems: list[str] = []
-    for _, field_name, spec, _ in parsed:
-        if field_name is None:
-            continue
-        if field_name not in PLACEHOLDERS:
-            problems.append(
-                f"unknown placeholder {{{field_name}}} (known: {', '.join(PLACEHOLDERS)})"
-            )
-        elif spec and "{" in spec:
-            problems.append(f"nested placeholder in {{{field_name}:{spec}}}")
-    if not problems:
-        try:
-            template.format_map(dict.fromkeys(PLACEHOLDERS, "x"))
-        except (ValueError, TypeError) as exc:
-            problems.append(f"invalid template: {exc}")
-    return problems
-
-
-def render_template(template: str, fields: Mapping[str, str]) -> str:
-    """``template`` with its ``{placeholders}`` filled from ``fields``.
-
-    Only names in ``PLACEHOLDERS`` are allowed; anything else raises ``TemplateError``.
-    """
-    problems = template_problems(template)
-    if problems:
-        raise TemplateError(problems)
-    try:
-        return template.format_map(fields)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise TemplateError([f"cannot render template: {exc}"]) from None
 
 
 def render_notice(

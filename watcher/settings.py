@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import re
-import string
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -60,6 +59,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 from watcher.errors import ConfigError
 from watcher.lifecycle import FAILED, KNOWN_STATUSES, READY
 from watcher.redact import SECRETS, redact_url
+from watcher.templates import PLACEHOLDERS, template_problems
 
 __all__ = [
     "ALLOWED_PLACEHOLDERS",
@@ -85,23 +85,8 @@ ENV_PREFIX = "WATCHER_"
 ENV_DELIMITER = "__"
 CREDENTIAL_NAME = "cohere-api-key"
 
-#: Placeholders ``notify.title`` / ``notify.body`` may use; every value is rendered as a string.
-ALLOWED_PLACEHOLDERS = frozenset(
-    {
-        "model_id",
-        "name",
-        "status",
-        "status_label",
-        "previous_status",
-        "event_at",
-        "previous_since",
-        "time_in_previous",
-        "duration",
-        "base_model",
-        "dashboard_url",
-        "metrics",
-    }
-)
+#: Placeholders ``notify.title`` / ``notify.body`` may use (see ``watcher.templates``).
+ALLOWED_PLACEHOLDERS = frozenset(PLACEHOLDERS)
 
 # --- Durations ----------------------------------------------------------------
 
@@ -215,36 +200,12 @@ AppriseUrls = Annotated[list[AppriseUrl], BeforeValidator(_none_as_empty)]
 # --- Templates --------------------------------------------------------------------
 
 
-def _template_fields(template: str) -> list[str]:
-    """The placeholder names of a ``str.format`` template; ``ValueError`` when malformed."""
-    names: list[str] = []
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"invalid template: {exc}") from None
-    for _literal, field_name, format_spec, _conversion in parsed:
-        if field_name is None:
-            continue
-        if field_name == "" or field_name.isdigit():
-            raise ValueError("positional placeholders like {} or {0} are not allowed: use names")
-        if format_spec and "{" in format_spec:
-            raise ValueError("placeholders inside a format spec are not allowed")
-        names.append(field_name)
-    return names
-
-
 def _check_template(template: str | None) -> str | None:
-    """Every placeholder must be in ``ALLOWED_PLACEHOLDERS`` and format as a string."""
-    if template is None:
-        return None
-    allowed = ", ".join(sorted(ALLOWED_PLACEHOLDERS))
-    for name in _template_fields(template):
-        if name not in ALLOWED_PLACEHOLDERS:
-            raise ValueError(f"unknown placeholder {{{name}}}; allowed: {allowed}")
-    try:
-        template.format_map(dict.fromkeys(ALLOWED_PLACEHOLDERS, "x"))
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"invalid template: {exc}") from None
+    """The one template rule (``watcher.templates``), as a validation error."""
+    if template is not None:
+        problems = template_problems(template)
+        if problems:
+            raise ValueError("; ".join(problems))
     return template
 
 
