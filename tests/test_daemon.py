@@ -18,12 +18,9 @@ import pytest
 
 from tests.conftest import SIM_KEY, base_config, daemon, wait_until, write_config
 from tests.receivers import webhook_receiver
-from watcher.cohere import CohereClient, open_session
-from watcher.daemon import Watcher
+from watcher.daemon import Watcher, open_watcher
 from watcher.errors import ConfigError
 from watcher.lifecycle import FAILED, FINETUNING, QUEUED, READY
-from watcher.notify import Notifier
-from watcher.pacing import RequestPacer
 from watcher.settings import Settings, load_settings, resolve_api_key
 from watcher.simulator import Scenario, running_simulator
 from watcher.store import Store
@@ -52,33 +49,10 @@ def scenario(models: list[dict[str, Any]], **extra: Any) -> Scenario:
 async def watcher_for(
     settings: Settings, *, now: Clock | None = None
 ) -> AsyncIterator[tuple[Watcher, Store]]:
-    """A Watcher wired like ``serve`` wires it, minus the loops: the test drives it."""
+    """A Watcher opened as ``serve`` opens it, minus the loops: the test drives it."""
     api_key = resolve_api_key(settings, {"CO_API_KEY": SIM_KEY})
-    store = Store.open(settings.state.path)
-    session = open_session(api_key=SIM_KEY, timeout=5, concurrency=4)
-    notifier = Notifier(timeout=5)
-    try:
-        client = CohereClient(
-            session,
-            base_url=settings.cohere.base_url,
-            timeout=5,
-            pacer=RequestPacer(settings.poll.max_requests_per_minute),
-        )
-        watcher = Watcher(
-            settings,
-            api_key=api_key,
-            store=store,
-            client=client,
-            notifier=notifier,
-            pacer=RequestPacer(settings.poll.max_requests_per_minute),
-            now=now or Clock(START),
-            rand=lambda: 0.5,
-        )
-        yield watcher, store
-    finally:
-        await notifier.aclose()
-        await session.close()
-        store.close()
+    async with open_watcher(settings, api_key, now=now or Clock(START), rand=lambda: 0.5) as w:
+        yield w, w.store
 
 
 async def poll_all(watcher: Watcher) -> None:

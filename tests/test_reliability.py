@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,11 +48,11 @@ from tests.conftest import (
     write_config,
 )
 from tests.receivers import WebhookReceiver, free_port, refused_url, webhook_receiver
-from watcher.cohere import CohereClient, open_session
 from watcher.daemon import WatchedModel, Watcher
+from watcher.daemon import open_watcher as open_daemon_watcher
 from watcher.errors import EX_CONFIG, EX_LOCKED, EX_STATE
 from watcher.lifecycle import FAILED, FINETUNING, QUEUED, READY
-from watcher.notify import MIN_ATTEMPTS, Notifier
+from watcher.notify import MIN_ATTEMPTS
 from watcher.pacing import RequestPacer
 from watcher.settings import ApiKey, Settings, load_settings
 from watcher.simulator import RunningSimulator, Scenario, running_simulator
@@ -153,35 +153,10 @@ async def open_watcher(
     now: Callable[[], datetime] | None = None,
     rand: Callable[[], float] = lambda: 0.5,
 ) -> AsyncIterator[Rig]:
-    """The resources ``serve()`` opens, opened the same way, closed in reverse order."""
-    async with AsyncExitStack() as stack:
-        store = Store.open(settings.state.path)
-        stack.callback(store.close)
-        pacer = RequestPacer(settings.poll.max_requests_per_minute)
-        session = open_session(
-            api_key=SIM_KEY, timeout=settings.cohere.timeout, concurrency=settings.poll.concurrency
-        )
-        stack.push_async_callback(session.close)
-        client = CohereClient(
-            session,
-            base_url=settings.cohere.base_url,
-            timeout=settings.cohere.timeout,
-            page_size=settings.cohere.page_size,
-            pacer=pacer,
-        )
-        notifier = Notifier(timeout=settings.notify.timeout, body_format=settings.notify.format)
-        stack.push_async_callback(notifier.aclose)
-        watcher = Watcher(
-            settings,
-            api_key=ApiKey(SecretStr(SIM_KEY), "$CO_API_KEY"),
-            store=store,
-            client=client,
-            notifier=notifier,
-            pacer=pacer,
-            now=now or Wall(),
-            rand=rand,
-        )
-        yield Rig(watcher, store, pacer, settings)
+    """The resources ``serve()`` opens, through the same ``open_watcher``."""
+    api_key = ApiKey(SecretStr(SIM_KEY), "$CO_API_KEY")
+    async with open_daemon_watcher(settings, api_key, now=now or Wall(), rand=rand) as watcher:
+        yield Rig(watcher, watcher.store, watcher.pacer, settings)
 
 
 @asynccontextmanager

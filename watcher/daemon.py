@@ -15,8 +15,8 @@ import itertools
 import math
 import random
 import signal
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -266,6 +266,14 @@ class Watcher:
     @property
     def models(self) -> dict[str, WatchedModel]:
         return self._models
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def pacer(self) -> RequestPacer:
+        return self._pacer
 
     # --- scheduling ------------------------------------------------------------
 
@@ -862,19 +870,18 @@ def _ago(seconds: float) -> str:
 ReloadFn = Callable[[], Settings]
 
 
-async def serve(
+@asynccontextmanager
+async def open_watcher(
     settings: Settings,
     api_key: ApiKey,
     *,
-    once: bool = False,
-    reload_settings: ReloadFn | None = None,
-    on_started: Callable[[Watcher], Awaitable[None]] | None = None,
-    handle_signals: bool = True,
-) -> int:
-    """Open every resource, watch until a signal (or one round with ``once``), close.
+    now: Callable[[], datetime] = utc_now,
+    rand: Callable[[], float] = random.random,
+) -> AsyncIterator[Watcher]:
+    """A Watcher with its resources: state store, HTTP session, notifier.
 
-    Returns the process exit code. Resources are closed in reverse order of opening,
-    shielded from cancellation; a failure while closing is logged, not raised.
+    The one place they are opened, in order; they are closed in reverse order,
+    shielded from cancellation, and a failure while closing is logged, not raised.
     """
     async with AsyncExitStack() as stack:
         store = Store.open(settings.state.path)
@@ -896,9 +903,34 @@ async def serve(
         )
         notifier = Notifier(timeout=settings.notify.timeout, body_format=settings.notify.format)
         stack.push_async_callback(_aclose_logged, "notifier", notifier.aclose)
-        watcher = Watcher(
-            settings, api_key=api_key, store=store, client=client, notifier=notifier, pacer=pacer
+        yield Watcher(
+            settings,
+            api_key=api_key,
+            store=store,
+            client=client,
+            notifier=notifier,
+            pacer=pacer,
+            now=now,
+            rand=rand,
         )
+
+
+async def serve(
+    settings: Settings,
+    api_key: ApiKey,
+    *,
+    once: bool = False,
+    reload_settings: ReloadFn | None = None,
+    on_started: Callable[[Watcher], Awaitable[None]] | None = None,
+    handle_signals: bool = True,
+) -> int:
+    """Open every resource, watch until a signal (or one round with ``once``), close.
+
+    Returns the process exit code. Resources are closed in reverse order of opening,
+    shielded from cancellation; a failure while closing is logged, not raised.
+    """
+    async with AsyncExitStack() as stack:
+        watcher = await stack.enter_async_context(open_watcher(settings, api_key))
         log.info(
             "watcher starting",
             models=len(watcher.models),
