@@ -5,18 +5,26 @@ relies on the order it gets back (the core sorts), follows ``next_page_token``
 with guards against tokens that repeat and pages that never end, accepts both
 timestamp forms the API has shown, caps the body size, checks the content type,
 and turns every HTTP and payload problem into a subclass of ``CohereError``.
+
+Polling is the hot path (thousands of requests a second in the benchmarks), so
+``list_events`` builds its first-page URL as one string, reads a body whose length
+is declared in one call, and can skip decoding altogether: every single-page answer
+carries a digest of its body, and a caller that passes the digest it saw last time
+(``unless_digest=``) gets ``unchanged=True`` instead of a re-parse of the same bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -38,6 +46,7 @@ DEFAULT_MAX_BODY = 4 * 1024 * 1024  # a model's event history is a few KB
 DEFAULT_MAX_PAGES = 200
 MAX_RETRY_AFTER = 3600.0
 _FRACTION = re.compile(r"(\.\d{6})\d+")
+_DIGEST_SIZE = 16  # bytes of BLAKE2b: a collision is not a practical concern
 
 
 def parse_timestamp(value: object) -> datetime:
@@ -47,10 +56,15 @@ def parse_timestamp(value: object) -> datetime:
     """
     if not isinstance(value, str) or not value:
         raise ValueError("not a timestamp")
-    text = _FRACTION.sub(r"\1", value.strip())  # nanoseconds: keep microseconds
+    text = value.strip()
+    if "." in text:
+        text = _FRACTION.sub(r"\1", text)  # nanoseconds: keep microseconds
     parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+    tz = parsed.tzinfo
+    if tz is UTC:  # "Z" and "+00:00" both give the UTC singleton
+        return parsed
+    if tz is None:
+        return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
 
 
@@ -76,11 +90,19 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 @dataclass(frozen=True, slots=True)
 class EventHistory:
-    """A model's events as fetched; ``malformed`` counts rows we had to skip."""
+    """A model's events as fetched; ``malformed`` counts rows we had to skip.
+
+    ``digest`` identifies the raw body when the history came on one page (None
+    otherwise). ``unchanged`` is True when that body was byte for byte the one whose
+    digest the caller passed as ``unless_digest``: then ``events`` is empty and was
+    not decoded, because the caller already has it.
+    """
 
     events: list[Event]
     malformed: int = 0
     pages: int = 1
+    digest: bytes | None = None
+    unchanged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +145,10 @@ def open_session(
     """
     return aiohttp.ClientSession(
         headers=client_headers(api_key, client_name),
-        timeout=aiohttp.ClientTimeout(total=timeout, connect=min(10.0, timeout), sock_read=timeout),
+        # ``total`` bounds the whole request, body included: a ``sock_read`` equal to it
+        # could never fire first, and re-arming its timer on every chunk costs ~5 us a
+        # request (bench/README.md), so there is none.
+        timeout=aiohttp.ClientTimeout(total=timeout, connect=min(10.0, timeout)),
         connector=aiohttp.TCPConnector(limit=max(4, concurrency * 2), limit_per_host=concurrency),
         raise_for_status=False,
     )
@@ -147,25 +172,38 @@ class CohereClient:
         self._base = base_url.rstrip("/") + API_PREFIX
         self._timeout = timeout
         self._page_size = page_size
+        # The query of every first page of events, encoded once.
+        self._events_query = "?" + urlencode({"order_by": "created_at", "page_size": page_size})
         self._pacer = pacer
         self._max_pages = max_pages
         self._max_body = max_body_bytes
 
-    async def list_events(self, model_id: str) -> EventHistory:
-        """Every event of ``model_id``, all pages, in no guaranteed order."""
+    async def list_events(
+        self, model_id: str, *, unless_digest: bytes | None = None
+    ) -> EventHistory:
+        """Every event of ``model_id``, all pages, in no guaranteed order.
+
+        With ``unless_digest`` (the ``digest`` of an earlier answer), a one-page answer
+        whose body has that digest is not decoded: the result says ``unchanged``.
+        """
+        what = f"events of {model_id}"
+        path = f"/finetuned-models/{_quote(model_id)}/events"
+        raw = await self._get_raw(self._base + path + self._events_query, None, what=what)
+        digest = hashlib.blake2b(raw, digest_size=_DIGEST_SIZE).digest()
+        if unless_digest is not None and digest == unless_digest:
+            # The same bytes as a one-page answer had: the same events, no next page.
+            return EventHistory([], 0, 1, digest, unchanged=True)
         events: list[Event] = []
         malformed = 0
         pages = 0
-        async for page in self._pages(
-            f"/finetuned-models/{_quote(model_id)}/events",
-            {"order_by": "created_at"},
-            what=f"events of {model_id}",
-        ):
+        seen_tokens: set[str] = set()
+        while True:
+            page = _decode(raw, what)
             rows = page.get("events")
             if rows is None:
                 rows = []
             if not isinstance(rows, list):
-                raise BadResponseError(f"events of {model_id}: 'events' is not a list")
+                raise BadResponseError(f"{what}: 'events' is not a list")
             pages += 1
             for row in rows:
                 event = _event_from(row)
@@ -173,7 +211,15 @@ class CohereClient:
                     malformed += 1
                 else:
                     events.append(event)
-        return EventHistory(events, malformed, pages)
+            token = _next_token(page, seen_tokens, what)
+            if not token:
+                break
+            if pages >= self._max_pages:
+                raise BadResponseError(f"{what}: more than {self._max_pages} pages; giving up")
+            query = {"order_by": "created_at", "page_size": str(self._page_size),
+                     "page_token": token}  # fmt: skip
+            raw = await self._get_raw(self._base + path, query, what=what)
+        return EventHistory(events, malformed, pages, digest if pages == 1 else None)
 
     async def get_model(self, model_id: str) -> ModelInfo:
         """The fine-tuned model itself (name, base model, timestamps)."""
@@ -227,21 +273,18 @@ class CohereClient:
                 query["page_token"] = token
             body = await self._get_json(path, query, what=what)
             yield body
-            next_token = body.get("next_page_token") or ""
-            if not isinstance(next_token, str):
-                raise BadResponseError(f"{what}: next_page_token is not a string")
-            if not next_token:
+            token = _next_token(body, seen_tokens, what)
+            if not token:
                 return
-            if next_token in seen_tokens:
-                raise BadResponseError(f"{what}: the API repeated a page token")
-            seen_tokens.add(next_token)
-            token = next_token
         raise BadResponseError(f"{what}: more than {self._max_pages} pages; giving up")
 
     async def _get_json(self, path: str, params: Mapping[str, str], *, what: str) -> dict[str, Any]:
+        return _decode(await self._get_raw(self._base + path, params, what=what), what)
+
+    async def _get_raw(self, url: str, params: Mapping[str, str] | None, *, what: str) -> bytes:
+        """The body of a successful JSON answer to GET ``url``; every failure typed."""
         if self._pacer is not None:
             await self._pacer.acquire()
-        url = self._base + path
         try:
             async with self._session.get(url, params=params) as response:
                 if response.status >= 400:
@@ -252,20 +295,17 @@ class CohereClient:
                         f"{what}: expected JSON, got {content_type or 'no content type'}",
                         status=response.status,
                     )
-                raw = await _read_capped(response, self._max_body, what)
+                length = response.content_length
+                if length is not None and length <= self._max_body:
+                    # The declared length is enforced by the HTTP parser: one read.
+                    return await response.read()
+                return await _read_capped(response, self._max_body, what)
         except TimeoutError as exc:
             raise TransportError(f"{what}: no answer within {self._timeout:g}s") from exc
         except aiohttp.ClientResponseError as exc:
             raise TransportError(f"{what}: {exc.message}", status=exc.status) from exc
         except aiohttp.ClientError as exc:
             raise TransportError(f"{what}: {_describe(exc)}") from exc
-        try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadResponseError(f"{what}: the body is not valid JSON") from exc
-        if not isinstance(body, dict):
-            raise BadResponseError(f"{what}: expected a JSON object, got {type(body).__name__}")
-        return body
 
     async def _error_for(self, response: aiohttp.ClientResponse, what: str) -> CohereError:
         status = response.status
@@ -281,6 +321,29 @@ class CohereClient:
         if status >= 500 or status in (408, 409):
             return ServerError(text, status=status)
         return CohereError(text, status=status)
+
+
+def _decode(raw: bytes, what: str) -> dict[str, Any]:
+    """A body that must be a JSON object."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadResponseError(f"{what}: the body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise BadResponseError(f"{what}: expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _next_token(body: dict[str, Any], seen_tokens: set[str], what: str) -> str:
+    """The page token to follow ("" at the end); refuses tokens that come back."""
+    token = body.get("next_page_token") or ""
+    if not isinstance(token, str):
+        raise BadResponseError(f"{what}: next_page_token is not a string")
+    if token:
+        if token in seen_tokens:
+            raise BadResponseError(f"{what}: the API repeated a page token")
+        seen_tokens.add(token)
+    return token
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
@@ -335,7 +398,10 @@ def _event_from(row: object) -> Event | None:
     except ValueError:
         return None
     user_id = row.get("user_id")
-    return Event(status, created_at, user_id if isinstance(user_id, str) and user_id else None)
+    # Interned: a handful of statuses repeat across every model, and states keep them.
+    return Event(
+        sys.intern(status), created_at, user_id if isinstance(user_id, str) and user_id else None
+    )
 
 
 def _optional_time(value: object) -> datetime | None:

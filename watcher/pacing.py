@@ -45,6 +45,14 @@ class RequestPacer:
         self.waited_seconds += wait
         return wait
 
+    def seconds_until_free(self) -> float:
+        """How long a slot reserved now would wait (0 when the budget is not binding).
+
+        Lets a scheduler pick *what* to request at the moment a slot frees, instead of
+        queueing requests chosen earlier; it reserves nothing.
+        """
+        return max(0.0, max(self._next_slot, self._paused_until) - self._clock())
+
     async def acquire(self) -> None:
         """Wait for the next slot."""
         wait = self.reserve()
