@@ -258,7 +258,7 @@ class TestRules:
 class TestMetrics:
     async def test_prometheus_text_of_the_registry(self, served: Served) -> None:
         """/metrics serves the watcher's registry in the Prometheus text format."""
-        served.source.metrics.set_model_statuses({"m1": "STATUS_READY", "m2": None})
+        served.source.metrics.watch_statuses(lambda: [("m1", "STATUS_READY"), ("m2", None)])
         served.source.metrics.polls.labels("ok").inc(3)
         async with served.http.get(served.base_url + "/metrics") as response:
             assert response.status == 200

@@ -18,7 +18,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -98,6 +98,7 @@ class WatchedModel:
     info: ModelInfo | None = None  # the model's details, fetched on first sight / settling
     metrics: dict[str, float] | None = None  # final training metrics, fetched on READY
     stuck_warnings: int = 0  # "still stuck" warnings sent in the current status
+    digest: bytes | None = None  # of the last one-page answer already folded into ``state``
 
     @property
     def label(self) -> str:
@@ -168,7 +169,8 @@ class Watcher:
         self._seq = itertools.count()
         self._wakeup = anyio.Event()
         self._delivery_wakeup = anyio.Event()
-        self._polled: list[tuple[str, datetime]] = []
+        # model id -> when it was last polled with nothing new (written every FLUSH_EVERY).
+        self._polled: dict[str, datetime] = {}
         self._stop_requested = anyio.Event()
         self._delivering = False
         self._delivery_idle = anyio.Event()
@@ -180,6 +182,11 @@ class Watcher:
         self._last_error: str | None = None
         self._wall_offset: float | None = None
         self._apply_targets(settings)
+        self.metrics.watch_statuses(
+            lambda: [(m.model_id, _status(m)) for m in self._models.values()]
+        )
+        self._polls_ok = self.metrics.polls.labels("ok")
+        self._polls_changed = self.metrics.polls.labels("changed")
         self._load_models(settings, store.load_states())
         # Retries left by an earlier run are due now: a restart is usually a fix.
         store.pull_forward_retries(self._now())
@@ -220,11 +227,13 @@ class Watcher:
                         model_id, record.name, (), states.get(model_id),
                         discovered=True, stuck_warnings=stuck.get(model_id, 0),
                     )  # fmt: skip
-        for model in self._models.values():
-            # Spread the first round over a fraction of the interval: no thundering herd.
-            self._schedule(model, now + self._rand() * min(1.0, settings.poll.interval / 4))
+        spread = min(1.0, settings.poll.interval / 4)
+        count = max(1, len(self._models))
+        for index, model in enumerate(self._models.values()):
+            # Spread the first round evenly over a fraction of the interval (no thundering
+            # herd); the first model goes at once.
+            self._schedule(model, now + spread * index / count)
         self._unpolled = set(self._models)
-        self._refresh_status_metrics()
 
     def apply_settings(self, settings: Settings) -> tuple[list[str], list[str]]:
         """Switch to reloaded ``settings``: returns (models added, models removed).
@@ -259,7 +268,6 @@ class Watcher:
             self._schedule(model, now)
         self._budget_warned = False
         self._warn_if_over_budget()
-        self._refresh_status_metrics()
         self._wake()
         return added, removed
 
@@ -332,34 +340,37 @@ class Watcher:
     # --- polling ---------------------------------------------------------------
 
     async def _poll_loop(self) -> None:
-        slots = anyio.Semaphore(self.settings.poll.concurrency)
-        async with anyio.create_task_group() as polls:
-            while True:
-                model = await self._next_due()
-                # Waiting for a slot (all polls paused by a 429, say) is still progress:
-                # keep the heartbeat going, or the watchdog would kill a healthy daemon.
-                while True:
-                    with anyio.move_on_after(HEARTBEAT):
-                        await slots.acquire()
-                        break
-                    self.progress.heartbeat_mono = anyio.current_time()
-                polls.start_soon(self._poll_and_release, model, slots)
+        """``poll.concurrency`` long-lived workers, each taking the most overdue model.
 
-    async def _poll_and_release(self, model: WatchedModel, slots: anyio.Semaphore) -> None:
-        try:
-            await self.poll_model(model)
-        finally:
-            slots.release()
+        A worker refreshes the heartbeat whenever it looks for work; a poll is bounded by
+        the request timeout, so a heartbeat older than ``liveness_window`` means stuck.
+        """
+
+        async def worker() -> None:
+            while True:
+                await self.poll_model(await self._next_due())
+
+        async with anyio.create_task_group() as workers:
+            for _ in range(self.settings.poll.concurrency):
+                workers.start_soon(worker)
+
+    @property
+    def liveness_window(self) -> float:
+        """How old the heartbeat may get while polls are merely slow, not stuck."""
+        slowest_poll = 2 * self.settings.cohere.timeout + ENRICH_TIMEOUT
+        return max(LIVENESS_STALE_AFTER, slowest_poll)
 
     async def poll_model(self, model: WatchedModel) -> bool:
         """Poll one model, record the outcome and schedule its next poll. True on success."""
-        bound = log.bind(model_id=model.model_id, model_name=model.display_name)
         started = anyio.current_time()
+        # An answer byte for byte like the last one folded into the state is skipped
+        # unparsed: observe() is idempotent, so the same events could change nothing.
+        unless = model.digest if model.state is not None else None
         try:
-            history = await self._client.list_events(model.model_id)
+            history = await self._client.list_events(model.model_id, unless_digest=unless)
         except CohereError as exc:
             self.progress.last_poll_mono = anyio.current_time()
-            self._on_poll_error(model, exc, bound)
+            self._on_poll_error(model, exc, _bound(model))
             return False
         finally:
             self.metrics.poll_latency.observe(anyio.current_time() - started)
@@ -367,6 +378,12 @@ class Watcher:
         if self._models.get(model.model_id) is not model:
             return True  # removed by a reload while we were polling
         polled_at = self._now()
+        if history.unchanged:
+            self._polled[model.model_id] = polled_at
+            self._polls_ok.inc()
+            self._after_success(model, polled_at)
+            return True
+        bound = _bound(model)
         observation = observe(model.state, model.model_id, history.events, self._notify_on)
         if history.malformed:
             bound.warning("skipped malformed events", malformed=history.malformed)
@@ -389,26 +406,26 @@ class Watcher:
                     previous_status=previous,
                     notices=len(observation.notices),
                 )
-                self._refresh_status_metrics()
             if observation.notices or (first_sight and model.display_name is None):
                 # Recorded first (crash-safe), enriched second, delivered third.
                 await self._enrich(model, bound, polled_at)
             if observation.notices:
                 self._delivery_wakeup.set()
-            self.metrics.polls.labels("changed").inc()
+            self._polls_changed.inc()
         else:
-            self._polled.append((model.model_id, polled_at))
-            self.metrics.polls.labels("ok").inc()
-        self._on_poll_success(model, bound)
-        self._warn_if_stuck(model, polled_at)
-        delay = poll_interval(
-            _status(model), self.settings.poll.interval, self.settings.poll.settled_interval
-        )
-        self._schedule(
-            model,
-            anyio.current_time() + jittered(delay, self.settings.poll.jitter, self._rand()),
-        )
+            self._polled[model.model_id] = polled_at
+            self._polls_ok.inc()
+        # Only once the observation is recorded may an identical answer be skipped.
+        model.digest = history.digest
+        self._after_success(model, polled_at)
         return True
+
+    def _after_success(self, model: WatchedModel, polled_at: datetime) -> None:
+        self._on_poll_success(model)
+        self._warn_if_stuck(model, polled_at)
+        poll = self.settings.poll
+        delay = poll_interval(_status(model), poll.interval, poll.settled_interval)
+        self._schedule(model, anyio.current_time() + jittered(delay, poll.jitter, self._rand()))
 
     async def _enrich(self, model: WatchedModel, bound: Any, polled_at: datetime) -> None:
         """Fetch the model's details (and final metrics when READY); never blocks for long.
@@ -457,17 +474,15 @@ class Watcher:
                     stuck_for=stuck_for, warning=due)  # fmt: skip
         self._delivery_wakeup.set()
 
-    def _on_poll_success(self, model: WatchedModel, bound: Any) -> None:
+    def _on_poll_success(self, model: WatchedModel) -> None:
         now = anyio.current_time()
         if model.failures:
-            bound.info("polling recovered", after_failures=model.failures)
+            _bound(model).info("polling recovered", after_failures=model.failures)
         model.failures = 0
         if model.not_found_reported:
             model.not_found_reported = False
         self.progress.last_poll_mono = now
         self.progress.last_success_mono = now
-        self.progress.last_success_wall = self._now()
-        self.metrics.last_success.set(self.progress.last_success_wall.timestamp())
         if self._unreachable_reported:
             self._unreachable_reported = False
             log.info("the Cohere API answers again")
@@ -600,7 +615,6 @@ class Watcher:
             log.info("discovered a model to watch", model_id=info.id, model_name=info.name,
                      status=info.status)  # fmt: skip
         if added:
-            self._refresh_status_metrics()
             self._warn_if_over_budget()
             self._wake()
         return added
@@ -700,13 +714,18 @@ class Watcher:
     # --- housekeeping ---------------------------------------------------------------
 
     def flush_polls(self) -> None:
-        """Write the batched "polled, nothing changed" rows."""
+        """Write the batched "polled, nothing changed" rows (one per model: the last)."""
         if self._polled:
-            batch, self._polled = self._polled, []
-            self._store.record_polls(batch)
+            batch, self._polled = self._polled, {}
+            self._store.record_polls(list(batch.items()))
 
-    def _refresh_status_metrics(self) -> None:
-        self.metrics.set_model_statuses({m.model_id: _status(m) for m in self._models.values()})
+    def _note_last_success(self) -> None:
+        """The wall time of the last success, for the gauge (per tick, not per poll)."""
+        last = self.progress.last_success_mono
+        if last is not None:
+            ago = anyio.current_time() - last
+            self.progress.last_success_wall = self._now() - timedelta(seconds=ago)
+            self.metrics.last_success.set(self.progress.last_success_wall.timestamp())
 
     def _check_reachability(self) -> None:
         """One ops message when no poll has succeeded for ``notify.unreachable_after``."""
@@ -731,6 +750,7 @@ class Watcher:
         while True:
             await anyio.sleep(HEARTBEAT)
             self._check_reachability()
+            self._note_last_success()
             if anyio.current_time() >= next_flush:
                 next_flush = anyio.current_time() + FLUSH_EVERY
                 self.flush_polls()
@@ -823,6 +843,11 @@ class Watcher:
 
 
 # --- helpers ----------------------------------------------------------------------
+
+
+def _bound(model: WatchedModel) -> Any:
+    """The log with the model bound (only built when something is logged)."""
+    return log.bind(model_id=model.model_id, model_name=model.display_name)
 
 
 def _status(model: WatchedModel) -> str | None:
@@ -949,7 +974,9 @@ async def serve(
         host, port = settings.health.host, settings.health.port
         if host is not None and port is not None:
             # Before READY, so a busy port fails the start instead of a running daemon.
-            health = HealthServer(watcher, host=host, port=port)
+            health = HealthServer(
+                watcher, host=host, port=port, stale_after=watcher.liveness_window
+            )
             await health.start()
             stack.push_async_callback(_aclose_logged, "health server", health.aclose)
 
@@ -977,7 +1004,7 @@ async def serve(
                             systemd,
                             interval=interval,
                             heartbeat=lambda: watcher.progress.heartbeat_mono,
-                            stale_after=LIVENESS_STALE_AFTER,
+                            stale_after=watcher.liveness_window,
                         )
                     )
             if on_started is not None:

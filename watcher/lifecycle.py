@@ -348,8 +348,12 @@ def poll_interval(status: str | None, interval: float, settled_interval: float) 
 
 
 def jittered(delay: float, jitter: float, rand: float) -> float:
-    """``delay`` spread by ``±jitter`` (a fraction), ``rand`` uniform in [0, 1)."""
-    return delay * (1.0 + jitter * (2.0 * rand - 1.0))
+    """``delay`` shortened by up to ``jitter`` (a fraction), ``rand`` uniform in [0, 1).
+
+    One-sided, so the configured interval stays the worst case for detection: a
+    symmetric ±10 % would stretch some gaps to 1.1 × interval.
+    """
+    return delay * (1.0 - jitter * rand)
 
 
 def backoff_delay(failures: int, base: float, cap: float, rand: float) -> float:

@@ -2,11 +2,14 @@
 
 Label sets are bounded: ``outcome`` and ``result`` are small enums, ``status`` is
 the status set (unknown statuses fold into ``other``). Model ids appear only as
-a label of ``finetune_watcher_model_status`` (one series per watched model), a
-gauge that is cleared when a model stops being watched.
+a label of ``finetune_watcher_model_status`` (one series per watched model).
+The two per-status families are built when scraped, from the watched models
+themselves: a status change costs nothing, and no object is held per model.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -16,6 +19,8 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from watcher import __version__
 from watcher.lifecycle import KNOWN_STATUSES
@@ -65,15 +70,6 @@ class Metrics:
         self.api_requests = Counter(
             "finetune_watcher_api_requests", "HTTP requests sent to the Cohere API.", registry=r
         )
-        self.models = Gauge(
-            "finetune_watcher_models", "Watched models by status.", ["status"], registry=r
-        )
-        self.model_status = Gauge(
-            "finetune_watcher_model_status",
-            "1 for the current status of each watched model (one series per model).",
-            ["model_id", "status"],
-            registry=r,
-        )
         self.notifications = Counter(
             "finetune_watcher_notifications",
             "Notification deliveries to one target, by result (sent, failed, given_up).",
@@ -108,14 +104,32 @@ class Metrics:
         for result in ("sent", "failed", "given_up"):
             self.notifications.labels(result)
 
-    def set_model_statuses(self, statuses: dict[str, str | None]) -> None:
-        """Replace the per-status counts and per-model series with ``statuses``."""
+    def watch_statuses(self, statuses: Callable[[], Iterable[tuple[str, str | None]]]) -> None:
+        """Export ``(model_id, status)`` pairs, read from ``statuses`` at every scrape."""
+        self.registry.register(_StatusCollector(statuses))
+
+
+class _StatusCollector(Collector):
+    """``finetune_watcher_models`` and ``finetune_watcher_model_status``, built per scrape."""
+
+    def __init__(self, statuses: Callable[[], Iterable[tuple[str, str | None]]]) -> None:
+        self._statuses = statuses
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        per_model = GaugeMetricFamily(
+            "finetune_watcher_model_status",
+            "1 for the current status of each watched model (one series per model).",
+            labels=["model_id", "status"],
+        )
         counts: dict[str, int] = {}
-        self.model_status.clear()
-        for model_id, status in statuses.items():
+        for model_id, status in self._statuses():
             label = status_label(status)
             counts[label] = counts.get(label, 0) + 1
-            self.model_status.labels(model_id, label).set(1)
-        self.models.clear()
-        for label, count in counts.items():
-            self.models.labels(label).set(count)
+            per_model.add_metric([model_id, label], 1)
+        by_status = GaugeMetricFamily(
+            "finetune_watcher_models", "Watched models by status.", labels=["status"]
+        )
+        for label, count in sorted(counts.items()):
+            by_status.add_metric([label], count)
+        yield by_status
+        yield per_model
