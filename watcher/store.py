@@ -67,6 +67,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -661,13 +662,18 @@ class Store:
                 raise
 
     def _decode_state(self, row: sqlite3.Row) -> ModelState:
+        # One object per distinct time text and per status within a row: status_since and
+        # started_at are event times, and statuses repeat across models (memory per model).
+        times: dict[str, datetime] = {}
         try:
+            seen = _decode_seen(row["seen"], times)
+            status = row["status"]
             return ModelState(
                 model_id=row["model_id"],
-                status=row["status"],
-                status_since=_decode_optional_time(row["status_since"]),
-                started_at=_decode_optional_time(row["started_at"]),
-                seen=_decode_seen(row["seen"]),
+                status=sys.intern(status) if status is not None else None,
+                status_since=_decode_shared_time(row["status_since"], times),
+                started_at=_decode_shared_time(row["started_at"], times),
+                seen=seen,
                 floor=_decode_floor(row["floor"]),
             )
         except (ValueError, TypeError, IndexError) as exc:
@@ -916,9 +922,23 @@ def _encode_seen(seen: frozenset[EventId]) -> str:
     return json.dumps([[_encode_time(i.created_at), i.status] for i in ordered])
 
 
-def _decode_seen(text: str) -> frozenset[EventId]:
+def _shared_time(text: str, times: dict[str, datetime]) -> datetime:
+    """The time ``text`` stands for, decoded once per row (``times`` caches it)."""
+    value = times.get(text)
+    if value is None:
+        value = times[text] = _decode_time_value(text)
+    return value
+
+
+def _decode_shared_time(text: str | None, times: dict[str, datetime]) -> datetime | None:
+    return None if text is None else _shared_time(text, times)
+
+
+def _decode_seen(text: str, times: dict[str, datetime]) -> frozenset[EventId]:
     items: list[Any] = json.loads(text)
-    return frozenset(EventId(_decode_time_value(at), str(status)) for at, status in items)
+    return frozenset(
+        EventId(_shared_time(str(at), times), sys.intern(str(status))) for at, status in items
+    )
 
 
 def _encode_floor(floor: EventKey | None) -> str | None:
