@@ -118,6 +118,32 @@ class TestEnrichment:
         assert "m-x" in message["title"] + message["message"]
 
 
+class TestUnchangedAnswers:
+    async def test_identical_answer_is_skipped_and_the_next_change_is_seen(
+        self, tmp_path: Path
+    ) -> None:
+        """A byte-identical answer changes nothing (skipped unparsed); a new event still counts."""
+        scn = scenario([{"id": "u-1", "timeline": [[0, QUEUED], [10, FINETUNING], [20, READY]]}])
+        async with running_simulator(scn) as sim, webhook_receiver() as hook:
+            path = settings_file(tmp_path, sim.base_url, ["u-1"], [hook.url])
+            async with watcher_for(load_settings(path)) as (watcher, _):
+                model = watcher.models["u-1"]
+                sim.advance(1)
+                await poll_all(watcher)
+                first_digest, first_state = model.digest, model.state
+                assert first_digest is not None
+                await poll_all(watcher)  # the same bytes again
+                assert model.state is first_state
+                assert model.digest == first_digest
+                sim.advance(20)
+                await poll_all(watcher)
+                assert model.state is not None
+                assert model.state.status == READY
+                assert model.digest != first_digest
+                await watcher.deliver_once()
+        assert [m["type"] for m in hook.messages] == ["success"]
+
+
 class TestTemplates:
     async def test_per_status_override_is_used_for_that_status(self, tmp_path: Path) -> None:
         """A FAILED override shapes the FAILED message; READY keeps the default wording."""
