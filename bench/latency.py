@@ -64,7 +64,21 @@ def collect(
     return latencies
 
 
-def summary(values: list[float], interval: float) -> dict[str, float]:
+def ideal_mean(interval: float, jitter: float) -> float:
+    """Mean wait for the next poll when gaps are uniform on [(1 - jitter) I, I].
+
+    An event lands in a gap with probability proportional to its length, then uniformly
+    inside it: E[G^2] / (2 E[G]); I / 2 without jitter.
+    """
+    if jitter <= 0:
+        return interval / 2
+    low = (1 - jitter) * interval
+    mean_gap = (low + interval) / 2
+    mean_square = (interval**3 - low**3) / (3 * (interval - low))
+    return mean_square / (2 * mean_gap)
+
+
+def summary(values: list[float], interval: float, jitter: float = 0.0) -> dict[str, float]:
     return {
         "count": len(values),
         "mean": sum(values) / len(values) if values else float("nan"),
@@ -72,7 +86,7 @@ def summary(values: list[float], interval: float) -> dict[str, float]:
         "p90": harness.percentile(values, 0.90),
         "p99": harness.percentile(values, 0.99),
         "max": max(values) if values else float("nan"),
-        "ideal_mean": interval / 2,
+        "ideal_mean": ideal_mean(interval, jitter),
         "ideal_max": interval,
     }
 
@@ -134,11 +148,11 @@ def run(
         "detection_mean": sum(detection) / len(detection) if detection else float("nan"),
         "pipeline_mean": sum(pipeline) / len(pipeline) if pipeline else float("nan"),
         "pipeline_p99": harness.percentile(pipeline, 0.99),
-        **summary(values, interval),
+        **summary(values, interval, jitter),
     }
     log(f"latency: N={models} I={interval:g}s: {len(values)}/{ready} notified; "
         f"p50 {result['p50']:.2f}s p99 {result['p99']:.2f}s max {result['max']:.2f}s "
-        f"(ideal mean {interval / 2:g}s, max {interval:g}s)")  # fmt: skip
+        f"(ideal mean {result['ideal_mean']:.2f}s, max {interval:g}s)")  # fmt: skip
     return result
 
 

@@ -14,6 +14,7 @@ CLIENT_NAMES = {
     "bare": "bare aiohttp loop",
     "sdk": "cohere SDK loop",
     "proposed": "finetune-watcher + proposals (prototype)",
+    "no-url": "finetune-watcher, no notification URL",
 }
 
 
@@ -77,11 +78,14 @@ def plots(results: dict[str, Any], img: Path) -> dict[str, str]:
     memory = results.get("memory")
     if memory:
         fig, ax = plt.subplots(figsize=(6.5, 4))
-        for kind in ("watcher", "proposed"):
+        for kind in ("watcher", "no-url", "proposed"):
             rows = [r for r in memory["rows"] if r["kind"] == kind]
             if rows:
+                # Two points only without a URL: markers, since a line on a log axis would
+                # suggest a curve that was not measured.
                 ax.plot([r["models"] for r in rows], [r["rss_kib"] / 1024 for r in rows],
-                        marker="o", label=CLIENT_NAMES[kind])  # fmt: skip
+                        marker="o", linestyle="none" if kind == "no-url" else "-",
+                        label=CLIENT_NAMES[kind])  # fmt: skip
         base = next(r for r in memory["rows"] if r["kind"] == "watcher" and r["models"] == 1)
         xs = [1, 100, 1000, 10000]
         mib = 2**20
@@ -226,7 +230,7 @@ def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
           f"page_size=50, order_by=\"created_at\")`; the bare loop is an aiohttp session with "
           f"a connector of 8, `session.get(url, params=…)` and `json.loads(await r.read())` "
           f"(bench/clients.py).\n")  # fmt: skip
-        w("Command: `.venv/bin/python bench/poll_cost.py --with-proposals` (part of `run_all`).\n")
+        w("Command: `.venv/bin/python bench/poll_cost.py` (part of `run_all`).\n")
         clients = [c for c in ("watcher", "proposed", "bare", "sdk") if c in poll["summary"][0]]
         w(
             "| N | client | polls/s | CPU-s per 1,000 polls | peak RSS (MiB) | client CPU | simulator CPU | polls/s bound by |"
@@ -268,9 +272,10 @@ def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
         w("## 2. Memory and startup\n")
         w(f"RSS after {memory['settle']:g} s of watching N training models (all polled within "
           f"that time: `poll.interval` {memory['interval']:g} s, no budget cap), one `json://` "
-          f"notification URL configured, state seeded (a restarted watcher; a fresh start at "
-          f"10,000 models does not finish its first round within a minute, see *round one* "
-          f"below). The watchers run side by side against one simulator.\n")  # fmt: skip
+          f"notification URL configured, state seeded (a restarted watcher, every model "
+          f"already observed; a fresh start's round one is timed under *Startup*; seeding "
+          f"keeps this figure independent of how fast that round is). The watchers run side "
+          f"by side against one simulator.\n")  # fmt: skip
         w("Command: `.venv/bin/python bench/memory.py` (part of `run_all`).\n")
         w("| N | finetune-watcher RSS (MiB) | peak (MiB) | KiB per model vs N = 1 |"
           + (" prototype RSS (MiB) | prototype KiB per model |"
@@ -341,18 +346,25 @@ def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
           f"daemon logs \"watcher starting\" {_f(one['to_log_line'])} s after the spawn with one "
           "model; apprise's plugin loading is ~0.15–0.25 s of it when a URL is validated), "
           "then the first poll: round one is spread over `min(1 s, interval / 4)` with the "
-          "first model polled at once (before P7 below it was a random delay that a single "
-          "model paid in full). At 10,000 models the configuration (YAML and pydantic) "
+          "first model polled at once (before P7 it was a random delay that a single "
+          "model paid in full; P7 in the last section). At 10,000 models the configuration (YAML and pydantic) "
           "dominates.\n")  # fmt: skip
 
     latency = results.get("latency")
     if latency:
+        from latency import ideal_mean
+
+        latency = {
+            **latency,
+            "ideal_mean": ideal_mean(latency["interval"], latency.get("jitter", 0)),
+        }
         w("## 3. Detection latency\n")
         w(f"{latency['models']:,} models watched; {latency['ready']} of them turn READY one every "
           f"{latency['gap']:g} s (simulator real clock); `poll.interval` {latency['interval']:g} s, "
           f"jitter {latency.get('jitter', 0):g} (the default; since P6 it only shortens an "
           f"interval, so the gaps lie in [{1 - latency.get('jitter', 0):g}, 1] × interval and "
-          f"the ideal mean is a little under interval / 2), no budget cap. Latency = arrival "
+          f"the ideal mean is E[G²] / (2 E[G]) = {latency['ideal_mean']:.2f} s rather than "
+          f"interval / 2), no budget cap. Latency = arrival "
           f"of the `json://` POST at a "
           f"receiver in the benchmark process − the moment the READY event became visible "
           f"(the simulator's t = 0 on the shared monotonic clock + the event's offset).\n")  # fmt: skip
@@ -673,7 +685,7 @@ def notes(results: dict[str, Any]) -> str:
     w("**P9 — daemon.py: pace, then pick.** Under a binding budget every poll is chosen when "
       "a worker frees up and then waits in the pacer behind up to `poll.concurrency − 1` "
       "others, and so do the two enrichment requests of a READY model: ≈ 3 × concurrency "
-      "× 60 / budget between the poll that sees READY and the notification (~0.13 s at the "
+      "× 60 / budget between the poll that sees READY and the notification (~0.1 s at the "
       "benchmark's scale, ~3 s at 480/min with 8 workers). With "
       "`RequestPacer.seconds_until_free()` one worker at a time waits for a free slot and "
       "only then takes the most overdue model; its request reserves that slot before any "
@@ -689,7 +701,7 @@ def notes(results: dict[str, Any]) -> str:
       "48 B, dict slots); ~1.55 KB traced, ~2.2 KB of RSS with the allocator's overhead.\n")  # fmt: skip
     w("**P8 (rest) — settings.py: a lighter per-model object.** A slotted dataclass (or "
       "`urls` a tuple) for what the daemon keeps of each model instead of a pydantic "
-      "instance: ~0.45 KB per model, which alone brings the slope under 2 KB.\n")  # fmt: skip
+      "instance: ~0.45 KB per model, which alone brings the slope to about 2 KB.\n")  # fmt: skip
     w("**P11 — lifecycle.py / store.py: a compact `seen`.** A frozenset costs 216 bytes "
       "even for the two or three identities a model has; a sorted tuple (membership by "
       "scan is as fast at this size; `SEEN_LIMIT` bounds it at 64) costs 56–80. ~0.15 KB "

@@ -1,7 +1,7 @@
 """Run every benchmark and write docs/benchmarks.md and docs/img/*.png.
 
     .venv/bin/pip install -e '.[bench]'
-    .venv/bin/python bench/run_all.py            # ~15 min on 2 cores
+    .venv/bin/python bench/run_all.py            # ~12 min on 2 cores
     .venv/bin/python bench/run_all.py --quick    # ~5 min, fewer repetitions, shorter windows
 
 ``--only poll_cost,latency`` runs a subset (the others are left out of the report);
