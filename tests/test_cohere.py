@@ -221,3 +221,33 @@ class TestModels:
         assert {m.id for m in listed} == {MODEL, "other"}
         assert metrics is not None
         assert metrics.metrics == {"loss": 0.25}
+
+
+class TestDigest:
+    async def test_repeated_body_is_unchanged_and_not_parsed(self) -> None:
+        """The same one-page body again, with its digest passed, comes back as unchanged."""
+        async with client_for(scenario(page_size_cap=50)) as (client, _):
+            first = await client.list_events(MODEL)
+            again = await client.list_events(MODEL, unless_digest=first.digest)
+        assert first.digest is not None
+        assert first.events
+        assert again.unchanged
+        assert again.events == []
+        assert again.digest == first.digest
+
+    async def test_a_new_event_gives_a_new_digest(self) -> None:
+        """When the history grows, the body differs: parsed again, with a new digest."""
+        async with client_for(scenario(page_size_cap=50), advance=1.5) as (client, sim):
+            first = await client.list_events(MODEL)
+            sim.advance(5)
+            later = await client.list_events(MODEL, unless_digest=first.digest)
+        assert not later.unchanged
+        assert later.digest != first.digest
+        assert len(later.events) > len(first.events)
+
+    async def test_a_multi_page_history_has_no_digest(self) -> None:
+        """A history over several pages is never skipped: its digest is None."""
+        async with client_for(scenario(page_size_cap=1)) as (client, _):
+            history = await client.list_events(MODEL)
+        assert history.pages > 1
+        assert history.digest is None
