@@ -24,7 +24,6 @@ class RequestPacer:
         self._next_slot = float("-inf")
         self._paused_until = float("-inf")
         self.requests = 0  # slots handed out since start (for metrics)
-        self.waited_seconds = 0.0
         # Requests per second of the last minute, as a ring of 60 counters.
         self._ring = [0] * 60
         self._ring_second = 0
@@ -41,9 +40,7 @@ class RequestPacer:
         self._next_slot = slot + self.spacing
         self.requests += 1
         self._count(slot)
-        wait = slot - now
-        self.waited_seconds += wait
-        return wait
+        return slot - now
 
     def seconds_until_free(self) -> float:
         """How long a slot reserved now would wait (0 when the budget is not binding).
