@@ -1,14 +1,15 @@
-"""The state store on real SQLite files: round-trips, outbox, atomicity, lock, bad files."""
+"""The SQLite store on real SQLite files: round-trips, outbox, atomicity, lock, bad files."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -20,25 +21,72 @@ from hypothesis import strategies as st
 from watcher import lifecycle
 from watcher.errors import StateError, StateLockedError
 from watcher.lifecycle import (
-    FAILED,
-    FINETUNING,
-    KNOWN_STATUSES,
-    QUEUED,
-    READY,
+    DEFAULT_NOTIFY_ON,
     SEEN_LIMIT,
     Event,
+    ModelKey,
     ModelState,
     Notice,
-    observe,
+    Phase,
+    StatusScheme,
 )
-from watcher.store import SCHEMA_VERSION, OutboxCounts, Store
+from watcher.settings import StateSettings
+from watcher.store import OutboxCounts, open_store, open_store_readonly
+from watcher.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
+# The store names no provider: these two schemes stand for any two. The first uses
+# Cohere's spelling (what every state stored before providers existed belongs to).
+QUEUED, FINETUNING, READY, FAILED = (
+    "STATUS_QUEUED",
+    "STATUS_FINETUNING",
+    "STATUS_READY",
+    "STATUS_FAILED",
+)
+SCHEME = StatusScheme(
+    provider="cohere",
+    table={
+        QUEUED: (Phase.QUEUED, 10),
+        FINETUNING: (Phase.RUNNING, 20),
+        "STATUS_PAUSED": (Phase.OTHER, 40),
+        READY: (Phase.READY, 70),
+        FAILED: (Phase.FAILED, 80),
+        "STATUS_DELETED": (Phase.CANCELLED, 90),
+    },
+    settled=frozenset({READY, FAILED, "STATUS_DELETED"}),
+)
+OTHER_SCHEME = StatusScheme(
+    provider="other",
+    table={
+        "queued": (Phase.QUEUED, 10),
+        "running": (Phase.RUNNING, 20),
+        "succeeded": (Phase.READY, 70),
+        "failed": (Phase.FAILED, 80),
+    },
+    settled=frozenset({"succeeded", "failed"}),
+)
+SCHEMES = {scheme.provider: scheme for scheme in (SCHEME, OTHER_SCHEME)}
+
+
+def key(model_id: str = "m-1", provider: str = "cohere") -> ModelKey:
+    return ModelKey(provider, model_id)
+
 
 def minutes(n: float) -> datetime:
     return T0 + timedelta(minutes=n)
+
+
+def observe(
+    previous: ModelState | None,
+    model_id: str,
+    events: Sequence[Event],
+    notify_on: frozenset[str] = DEFAULT_NOTIFY_ON,
+    *,
+    scheme: StatusScheme = SCHEME,
+) -> lifecycle.Observation:
+    return lifecycle.observe(previous, model_id, events, notify_on, scheme=scheme)
 
 
 def finished_model(model_id: str = "m-1", status: str = READY) -> lifecycle.Observation:
@@ -66,8 +114,8 @@ def state_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(state_path: Path) -> Iterator[Store]:
-    with Store.open(state_path) as opened:
+async def store(state_path: Path) -> AsyncIterator[SqliteStore]:
+    async with await SqliteStore.open(state_path) as opened:
         yield opened
 
 
@@ -122,7 +170,6 @@ def raw(path: Path) -> sqlite3.Connection:
 
 # --- strategies: any state the core can produce ---
 
-statuses = st.sampled_from([*KNOWN_STATUSES, "STATUS_SOMETHING_NEW"])
 offsets = st.integers(min_value=-12 * 60, max_value=14 * 60).map(
     lambda m: timezone(timedelta(minutes=m))
 )
@@ -134,119 +181,193 @@ times = st.builds(
     st.integers(min_value=0, max_value=999_999),
     offsets,
 )
-events = st.builds(Event, statuses, times)
-histories = st.lists(events, max_size=SEEN_LIMIT + 16)
+
+
+def histories(scheme: StatusScheme) -> st.SearchStrategy[list[Event]]:
+    statuses = st.sampled_from([*scheme.known, "SOMETHING_NEW"])
+    return st.lists(st.builds(Event, statuses, times), max_size=SEEN_LIMIT + 16)
+
+
+def scenarios() -> st.SearchStrategy[tuple[StatusScheme, list[Event], list[Event]]]:
+    return st.sampled_from([SCHEME, OTHER_SCHEME]).flatmap(
+        lambda scheme: st.tuples(st.just(scheme), histories(scheme), histories(scheme))
+    )
 
 
 class TestStates:
     def test_observed_states_round_trip(self, state_path: Path) -> None:
         """Any state the core makes (two polls deep) reads back equal, with its notices."""
-        with Store.open(state_path) as store:
+        with asyncio.Runner() as runner:  # hypothesis drives examples; each one awaits
+            store = runner.run(SqliteStore.open(state_path))
+
+            async def check_example(
+                scheme: StatusScheme, first: list[Event], later: list[Event], model_id: str
+            ) -> None:
+                state: ModelState | None = None
+                for batch in (first, first + later):
+                    observation = observe(
+                        state, model_id, batch, frozenset(scheme.known), scheme=scheme
+                    )
+                    state = observation.state
+                    ids = await store.record_observation(state, observation.notices, polled_at=T0)
+                    assert (await store.load_states())[state.key] == state
+                    due = await store.due_notifications(T0, 10**6)
+                    stored = {item.id: item.notice for item in due}
+                    assert [stored[i] for i in ids] == list(observation.notices)
+                    for outbox_id in ids:
+                        await store.mark_done(outbox_id, T0)
 
             @settings(
                 max_examples=60,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow],
             )
-            @given(first=histories, later=histories, model_id=st.text(min_size=1, max_size=20))
-            def check(first: list[Event], later: list[Event], model_id: str) -> None:
-                state: ModelState | None = None
-                for batch in (first, first + later):
-                    observation = observe(state, model_id, batch, frozenset(KNOWN_STATUSES))
-                    state = observation.state
-                    ids = store.record_observation(state, observation.notices, polled_at=T0)
-                    assert store.load_states()[model_id] == state
-                    stored = {item.id: item.notice for item in store.due_notifications(T0, 10**6)}
-                    assert [stored[i] for i in ids] == list(observation.notices)
-                    for outbox_id in ids:
-                        store.mark_done(outbox_id, T0)
+            @given(scenario=scenarios(), model_id=st.text(min_size=1, max_size=20))
+            def check(
+                scenario: tuple[StatusScheme, list[Event], list[Event]], model_id: str
+            ) -> None:
+                runner.run(check_example(*scenario, model_id))
 
-            check()
+            try:
+                check()
+            finally:
+                runner.run(store.aclose())
 
-    def test_a_forgotten_history_keeps_its_floor(self, store: Store) -> None:
+    async def test_a_forgotten_history_keeps_its_floor(self, store: SqliteStore) -> None:
         """More events than SEEN_LIMIT: the floor is set and survives the round trip."""
         many = [Event(QUEUED if i % 2 else FINETUNING, minutes(i)) for i in range(SEEN_LIMIT + 6)]
         state = observe(None, "m-1", many).state
         assert state.floor is not None
-        store.record_observation(state, [], polled_at=T0)
-        assert store.load_states() == {"m-1": state}
+        await store.record_observation(state, [], polled_at=T0)
+        assert await store.load_states() == {key("m-1"): state}
 
-    def test_a_model_without_events_is_a_state(self, store: Store) -> None:
+    async def test_a_model_without_events_is_a_state(self, store: SqliteStore) -> None:
         """An observed model with an empty history is stored as a state with no status."""
         observation = observe(None, "m-1", [])
-        store.record_observation(observation.state, observation.notices, polled_at=T0)
-        assert store.load_states() == {"m-1": ModelState("m-1")}
+        await store.record_observation(observation.state, observation.notices, polled_at=T0)
+        assert await store.load_states() == {key("m-1"): ModelState("m-1")}
 
-    def test_a_model_that_only_failed_has_no_state(self, store: Store) -> None:
+    async def test_a_model_that_only_failed_has_no_state(self, store: SqliteStore) -> None:
         """A failure alone makes a record, not a state: the first success is a first observation."""
-        store.record_poll_failure("m-1", polled_at=minutes(1), error="HTTP 503", failures=1)
-        store.record_poll_failure("m-1", polled_at=minutes(2), error="timeout", failures=2)
-        assert store.load_states() == {}
-        (record,) = store.model_records()
+        await store.record_poll_failure(key(), polled_at=minutes(1), error="HTTP 503", failures=1)
+        await store.record_poll_failure(key(), polled_at=minutes(2), error="timeout", failures=2)
+        assert await store.load_states() == {}
+        (record,) = await store.model_records()
         assert record.state == ModelState("m-1")
         assert (record.last_poll_at, record.last_success_at) == (minutes(2), None)
         assert (record.last_error, record.failures) == ("timeout", 2)
 
         observation = finished_model("m-1")
-        store.record_observation(observation.state, observation.notices, polled_at=minutes(3))
-        assert store.load_states() == {"m-1": observation.state}
-        (record,) = store.model_records()
+        await store.record_observation(observation.state, observation.notices, polled_at=minutes(3))
+        assert await store.load_states() == {key(): observation.state}
+        (record,) = await store.model_records()
         assert (record.last_error, record.failures) == (None, 0)
         assert record.last_success_at == minutes(3)
 
-    def test_a_failure_keeps_the_state_and_the_last_success(self, store: Store) -> None:
+    async def test_a_failure_keeps_the_state_and_the_last_success(self, store: SqliteStore) -> None:
         """A failed poll of a known model records the error but forgets nothing."""
         observation = finished_model()
-        store.record_observation(observation.state, [], polled_at=minutes(40))
-        store.record_poll_failure("m-1", polled_at=minutes(41), error="HTTP 500", failures=1)
-        (record,) = store.model_records()
+        await store.record_observation(observation.state, [], polled_at=minutes(40))
+        await store.record_poll_failure(key(), polled_at=minutes(41), error="HTTP 500", failures=1)
+        (record,) = await store.model_records()
         assert record.state == observation.state
         assert (record.last_poll_at, record.last_success_at) == (minutes(41), minutes(40))
         assert (record.last_error, record.failures) == ("HTTP 500", 1)
 
-    def test_quiet_polls_are_recorded_in_a_batch(self, store: Store) -> None:
+    async def test_quiet_polls_are_recorded_in_a_batch(self, store: SqliteStore) -> None:
         """record_polls moves the poll times, clears failures and never invents models."""
         for model_id in ("a", "b"):
-            store.record_observation(ModelState(model_id), [], polled_at=T0)
-        store.record_poll_failure("b", polled_at=minutes(1), error="HTTP 500", failures=3)
-        store.record_polls([("a", minutes(5)), ("b", minutes(6)), ("unknown", minutes(7))])
-        records = {r.state.model_id: r for r in store.model_records()}
-        assert set(records) == {"a", "b"}
-        assert records["a"].last_success_at == minutes(5)
-        assert (records["b"].last_poll_at, records["b"].last_success_at) == (minutes(6), minutes(6))
-        assert (records["b"].failures, records["b"].last_error) == (0, None)
-        store.record_polls([])
+            await store.record_observation(ModelState(model_id), [], polled_at=T0)
+        await store.record_poll_failure(
+            key("b"), polled_at=minutes(1), error="HTTP 500", failures=3
+        )
+        await store.record_polls(
+            [(key("a"), minutes(5)), (key("b"), minutes(6)), (key("unknown"), minutes(7))]
+        )
+        records = {r.key: r for r in await store.model_records()}
+        assert set(records) == {key("a"), key("b")}
+        assert records[key("a")].last_success_at == minutes(5)
+        assert (records[key("b")].last_poll_at, records[key("b")].last_success_at) == (
+            minutes(6),
+            minutes(6),
+        )
+        assert (records[key("b")].failures, records[key("b")].last_error) == (0, None)
+        await store.record_polls([])
 
-    def test_names_and_discovery(self, store: Store) -> None:
+    async def test_names_and_discovery(self, store: SqliteStore) -> None:
         """A name is kept when the next observation passes none; records sort by name, else id."""
-        store.record_observation(ModelState("zz"), [], polled_at=T0, name="alpha")
-        store.record_observation(ModelState("zz"), [], polled_at=T0)
-        store.record_observation(ModelState("bb"), [], polled_at=T0, discovered=True)
-        store.record_observation(ModelState("cc"), [], polled_at=T0, name="Beta")
-        records = store.model_records()
+        await store.record_observation(ModelState("zz"), [], polled_at=T0, name="alpha")
+        await store.record_observation(ModelState("zz"), [], polled_at=T0)
+        await store.record_observation(ModelState("bb"), [], polled_at=T0, discovered=True)
+        await store.record_observation(ModelState("cc"), [], polled_at=T0, name="Beta")
+        records = await store.model_records()
         assert [(r.state.model_id, r.name, r.discovered) for r in records] == [
             ("zz", "alpha", False),
             ("bb", None, True),
             ("cc", "Beta", False),
         ]
 
-    def test_naive_times_are_refused(self, store: Store) -> None:
+    async def test_naive_times_are_refused(self, store: SqliteStore) -> None:
         """A time without a timezone is a bug in the caller, refused before anything is written."""
         with pytest.raises(ValueError, match="timezone-aware"):
-            store.record_observation(ModelState("m-1"), [], polled_at=datetime(2024, 1, 1))
-        assert store.model_records() == []
+            await store.record_observation(ModelState("m-1"), [], polled_at=datetime(2024, 1, 1))
+        assert await store.model_records() == []
+
+
+class TestKeys:
+    async def test_two_providers_may_use_the_same_id(self, store: SqliteStore) -> None:
+        """A model is (provider, id): states, records, failures and notices never mix."""
+        cohere = finished_model("job-1")
+        other = observe(
+            None,
+            "job-1",
+            [Event("queued", minutes(0)), Event("succeeded", minutes(20))],
+            scheme=OTHER_SCHEME,
+        )
+        (cohere_id,) = await store.record_observation(
+            cohere.state, cohere.notices, polled_at=minutes(40), name="same"
+        )
+        (other_id,) = await store.record_observation(
+            other.state, other.notices, polled_at=minutes(40), name="same"
+        )
+        await store.record_poll_failure(
+            key("job-1", "other"), polled_at=minutes(41), error="HTTP 500", failures=1
+        )
+
+        assert await store.load_states() == {
+            key("job-1"): cohere.state,
+            key("job-1", "other"): other.state,
+        }
+        records = await store.model_records()
+        assert [(r.key, r.failures, r.pending_notifications) for r in records] == [
+            (key("job-1"), 0, 1),
+            (key("job-1", "other"), 1, 1),
+        ]
+        due = {item.id: item for item in await store.due_notifications(minutes(40))}
+        assert due[cohere_id].model == key("job-1")
+        assert due[other_id].model == key("job-1", "other")
+        notice = due[other_id].notice
+        assert notice == other.notices[0]
+        assert notice is not None
+        assert notice.key == key("job-1", "other")
+
+        await store.record_stuck_warning(
+            key("job-1", "other"), warnings=2, title="t", body="b", notify_type="warning",
+            created_at=minutes(42),
+        )  # fmt: skip
+        assert await store.stuck_warning_counts() == {key("job-1", "other"): 2}
 
 
 class TestOutbox:
-    def test_a_notice_from_enqueue_to_done(self, store: Store) -> None:
+    async def test_a_notice_from_enqueue_to_done(self, store: SqliteStore) -> None:
         """Enqueued with the state, due at once, delivered per target, retried, then done."""
         observation = finished_model()
-        (outbox_id,) = store.record_observation(
+        (outbox_id,) = await store.record_observation(
             observation.state, observation.notices, polled_at=minutes(40), name="classifier"
         )
-        assert store.due_notifications(minutes(39)) == []
-        (item,) = store.due_notifications(minutes(40))
-        assert (item.id, item.kind, item.model_id) == (outbox_id, "model", "m-1")
+        assert await store.due_notifications(minutes(39)) == []
+        (item,) = await store.due_notifications(minutes(40))
+        assert (item.id, item.kind, item.model) == (outbox_id, "model", key("m-1"))
         assert item.notice == observation.notices[0]
         assert item.notice == Notice(
             model_id="m-1",
@@ -256,146 +377,163 @@ class TestOutbox:
             previous_since=minutes(1),
             started_at=minutes(0),
             first_observation=True,
+            provider="cohere",
         )
         assert (item.title, item.body, item.notify_type) == (None, None, None)
         assert (item.created_at, item.attempts, item.last_error) == (minutes(40), 0, None)
-        assert store.next_due_at() == minutes(40)
-        assert store.pending_by_model() == {"m-1": 1}
-        assert store.model_records()[0].pending_notifications == 1
+        assert await store.next_due_at() == minutes(40)
+        assert (await store.model_records())[0].pending_notifications == 1
 
-        assert store.delivered_targets(outbox_id) == set()
-        store.mark_delivered(outbox_id, "slack-1", minutes(40))
-        store.mark_delivered(outbox_id, "slack-1", minutes(41))  # idempotent
-        store.schedule_retry(outbox_id, attempts=1, next_attempt_at=minutes(45), error="HTTP 500")
-        assert store.due_notifications(minutes(44)) == []
-        assert store.next_due_at() == minutes(45)
+        assert await store.delivered_targets(outbox_id) == set()
+        await store.mark_delivered(outbox_id, "slack-1", minutes(40))
+        await store.mark_delivered(outbox_id, "slack-1", minutes(41))  # idempotent
+        await store.schedule_retry(
+            outbox_id, attempts=1, next_attempt_at=minutes(45), error="HTTP 500"
+        )
+        assert await store.due_notifications(minutes(44)) == []
+        assert await store.next_due_at() == minutes(45)
 
-        (item,) = store.due_notifications(minutes(45))
+        (item,) = await store.due_notifications(minutes(45))
         assert (item.attempts, item.last_error) == (1, "HTTP 500")
-        assert store.delivered_targets(outbox_id) == {"slack-1"}
-        store.mark_delivered(outbox_id, "mail-1", minutes(45))
-        store.mark_done(outbox_id, minutes(45))
+        assert await store.delivered_targets(outbox_id) == {"slack-1"}
+        await store.mark_delivered(outbox_id, "mail-1", minutes(45))
+        await store.mark_done(outbox_id, minutes(45))
 
-        assert store.due_notifications(minutes(100)) == []
-        assert store.next_due_at() is None
-        assert store.outbox_counts() == OutboxCounts(pending=0, done=1, given_up=0)
-        assert store.pending_by_model() == {}
-        assert store.model_records()[0].pending_notifications == 0
-        assert store.delivered_targets(outbox_id) == {"slack-1", "mail-1"}
+        assert await store.due_notifications(minutes(100)) == []
+        assert await store.next_due_at() is None
+        assert await store.outbox_counts() == OutboxCounts(pending=0, done=1, given_up=0)
+        assert (await store.model_records())[0].pending_notifications == 0
+        assert await store.delivered_targets(outbox_id) == {"slack-1", "mail-1"}
 
-    def test_pull_forward_retries_after_a_backwards_clock_jump(self, store: Store) -> None:
+    async def test_pull_forward_retries_after_a_backwards_clock_jump(
+        self, store: SqliteStore
+    ) -> None:
         """Retries scheduled far ahead are made due at once; done items are untouched."""
         observation = finished_model()
-        (outbox_id,) = store.record_observation(
+        (outbox_id,) = await store.record_observation(
             observation.state, observation.notices, polled_at=minutes(40)
         )
-        store.schedule_retry(outbox_id, attempts=1, next_attempt_at=minutes(600), error="HTTP 500")
-        assert store.due_notifications(minutes(41)) == []
-        assert store.pull_forward_retries(minutes(41)) == 1
-        (item,) = store.due_notifications(minutes(41))
+        await store.schedule_retry(
+            outbox_id, attempts=1, next_attempt_at=minutes(600), error="HTTP 500"
+        )
+        assert await store.due_notifications(minutes(41)) == []
+        assert await store.pull_forward_retries(minutes(41)) == 1
+        (item,) = await store.due_notifications(minutes(41))
         assert item.id == outbox_id
-        assert store.pull_forward_retries(minutes(41)) == 0
-        store.mark_done(outbox_id, minutes(41))
-        assert store.pull_forward_retries(minutes(0)) == 0
+        assert await store.pull_forward_retries(minutes(41)) == 0
+        await store.mark_done(outbox_id, minutes(41))
+        assert await store.pull_forward_retries(minutes(0)) == 0
 
-    def test_stuck_warnings_are_counted_with_their_message_and_reset_on_change(
-        self, store: Store, tmp_path: Path
+    async def test_stuck_warnings_are_counted_with_their_message_and_reset_on_change(
+        self, store: SqliteStore
     ) -> None:
         """A stuck warning and its count are one write; a new status resets the count."""
         first = observe(None, "m-1", [Event(FINETUNING, minutes(1))])
-        store.record_observation(first.state, first.notices, polled_at=minutes(2))
-        outbox_id = store.record_stuck_warning(
-            "m-1", warnings=1, title="stuck", body="b", notify_type="warning",
+        await store.record_observation(first.state, first.notices, polled_at=minutes(2))
+        outbox_id = await store.record_stuck_warning(
+            key(), warnings=1, title="stuck", body="b", notify_type="warning",
             created_at=minutes(3),
         )  # fmt: skip
-        (item,) = store.due_notifications(minutes(3))
-        assert (item.id, item.kind, item.model_id) == (outbox_id, "stuck", "m-1")
-        assert store.stuck_warning_counts() == {"m-1": 1}
+        (item,) = await store.due_notifications(minutes(3))
+        assert (item.id, item.kind, item.model) == (outbox_id, "stuck", key())
+        assert (item.title, item.body, item.notify_type, item.notice) == (
+            "stuck",
+            "b",
+            "warning",
+            None,
+        )
+        assert await store.stuck_warning_counts() == {key(): 1}
         # Same status again (a new event of the same status): the count stays.
         again = observe(
             first.state, "m-1", [Event(FINETUNING, minutes(1)), Event(FINETUNING, minutes(4))]
         )
-        store.record_observation(again.state, again.notices, polled_at=minutes(5))
-        assert store.stuck_warning_counts() == {"m-1": 1}
+        await store.record_observation(again.state, again.notices, polled_at=minutes(5))
+        assert await store.stuck_warning_counts() == {key(): 1}
         later = observe(again.state, "m-1", [Event(READY, minutes(6))])
-        store.record_observation(later.state, later.notices, polled_at=minutes(7))
-        assert store.stuck_warning_counts() == {}
+        await store.record_observation(later.state, later.notices, polled_at=minutes(7))
+        assert await store.stuck_warning_counts() == {}
 
-    def test_messages_are_pre_rendered(self, store: Store) -> None:
-        """Ops and test messages carry their own title, body and type; they have no notice."""
-        ops_id = store.enqueue_message(
+    async def test_messages_are_pre_rendered(self, store: SqliteStore) -> None:
+        """Ops messages carry their own title, body and type; they have no notice."""
+        ops_id = await store.enqueue_message(
             kind="ops",
             title="Cannot authenticate",
-            body="401 from Cohere",
+            body="401 from the provider",
             notify_type="failure",
             created_at=minutes(1),
-            model_id="m-1",
+            model=key(),
         )
-        test_id = store.enqueue_message(
-            kind="test", title="Hello", body="It works", notify_type="info", created_at=minutes(2)
+        wide_id = await store.enqueue_message(
+            kind="ops", title="Hello", body="It works", notify_type="info", created_at=minutes(2)
         )
-        ops, test = store.due_notifications(minutes(2))
-        assert (ops.id, test.id) == (ops_id, test_id)
-        assert (ops.kind, ops.model_id, ops.notice) == ("ops", "m-1", None)
+        ops, wide = await store.due_notifications(minutes(2))
+        assert (ops.id, wide.id) == (ops_id, wide_id)
+        assert (ops.kind, ops.model, ops.notice) == ("ops", key(), None)
         assert (ops.title, ops.body, ops.notify_type) == (
             "Cannot authenticate",
-            "401 from Cohere",
+            "401 from the provider",
             "failure",
         )
-        assert (test.kind, test.model_id, test.title) == ("test", None, "Hello")
-        assert store.pending_by_model() == {"m-1": 1}
+        assert (wide.kind, wide.model, wide.title) == ("ops", None, "Hello")
+        assert await store.outbox_counts() == OutboxCounts(pending=2, done=0, given_up=0)
 
-    def test_model_notices_only_come_with_a_state(self, store: Store) -> None:
-        """enqueue_message refuses kind "model": those rows only come from record_observation."""
-        with pytest.raises(ValueError, match="'ops' or 'test'"):
-            store.enqueue_message(
-                kind="model", title="t", body="b", notify_type="info", created_at=T0
+    @pytest.mark.parametrize("kind", ["model", "stuck", "test"])
+    async def test_enqueue_message_only_takes_ops(self, store: SqliteStore, kind: str) -> None:
+        """Notices come with a state, stuck warnings with their count; 'test' is no kind."""
+        with pytest.raises(ValueError, match="takes kind 'ops'"):
+            await store.enqueue_message(
+                kind=kind, title="t", body="b", notify_type="info", created_at=T0
             )
+        assert await store.outbox_counts() == OutboxCounts(pending=0, done=0, given_up=0)
 
-    def test_giving_up(self, store: Store) -> None:
+    async def test_giving_up(self, store: SqliteStore) -> None:
         """A given-up item leaves the pending set, is counted, and is not due any more."""
-        kept = store.enqueue_message(
+        kept = await store.enqueue_message(
             kind="ops", title="a", body="a", notify_type="info", created_at=T0
         )
-        dropped = store.enqueue_message(
+        dropped = await store.enqueue_message(
             kind="ops", title="b", body="b", notify_type="info", created_at=T0
         )
-        store.give_up(dropped, at=minutes(60 * 24), reason="undelivered for 24h")
-        assert [item.id for item in store.due_notifications(minutes(60 * 24))] == [kept]
-        assert store.outbox_counts() == OutboxCounts(pending=1, done=0, given_up=1)
+        await store.give_up(dropped, at=minutes(60 * 24), reason="undelivered for 24h")
+        due = await store.due_notifications(minutes(60 * 24))
+        assert [item.id for item in due] == [kept]
+        assert await store.outbox_counts() == OutboxCounts(pending=1, done=0, given_up=1)
 
-    def test_due_items_come_oldest_first_and_limited(self, store: Store) -> None:
+    async def test_due_items_come_oldest_first_and_limited(self, store: SqliteStore) -> None:
         """Due items are ordered by id (queue order), at most ``limit`` of them."""
         ids = [
-            store.enqueue_message(
-                kind="test", title=str(i), body="", notify_type="info", created_at=minutes(5 - i)
+            await store.enqueue_message(
+                kind="ops", title=str(i), body="", notify_type="info", created_at=minutes(5 - i)
             )
             for i in range(5)
         ]
-        assert [item.id for item in store.due_notifications(minutes(10), limit=3)] == ids[:3]
-        assert store.next_due_at() == minutes(1)
+        due = await store.due_notifications(minutes(10), limit=3)
+        assert [item.id for item in due] == ids[:3]
+        assert await store.next_due_at() == minutes(1)
 
-    def test_several_notices_keep_their_order(self, store: Store) -> None:
-        """READY then DELETED between two polls: two rows, ids in notice order."""
+    async def test_several_notices_keep_their_order(self, store: SqliteStore) -> None:
+        """READY then FAILED between two polls: two rows, ids in notice order."""
         first = finished_model()
-        store.record_observation(first.state, first.notices, polled_at=minutes(40))
+        await store.record_observation(first.state, first.notices, polled_at=minutes(40))
         later = observe(
             first.state,
             "m-1",
             [Event(READY, minutes(30)), Event(FAILED, minutes(50)), Event(READY, minutes(55))],
         )
-        ids = store.record_observation(later.state, later.notices, polled_at=minutes(60))
+        ids = await store.record_observation(later.state, later.notices, polled_at=minutes(60))
         assert len(ids) == 2
         assert ids == sorted(ids)
-        due = {item.id: item.notice for item in store.due_notifications(minutes(60))}
+        due = {item.id: item.notice for item in await store.due_notifications(minutes(60))}
         assert [due[i] for i in ids] == list(later.notices)
 
 
 class TestAtomicity:
-    def test_a_failed_outbox_insert_leaves_the_state_unchanged(self, store: Store) -> None:
+    async def test_a_failed_outbox_insert_leaves_the_state_unchanged(
+        self, store: SqliteStore
+    ) -> None:
         """If the outbox row cannot be written, the state change is rolled back with it."""
         queued = observe(None, "m-1", [Event(QUEUED, minutes(0))])
-        store.record_observation(queued.state, queued.notices, polled_at=minutes(1))
+        await store.record_observation(queued.state, queued.notices, polled_at=minutes(1))
         with raw(store.path) as db:
             db.execute(
                 "CREATE TRIGGER fail_outbox BEFORE INSERT ON outbox "
@@ -405,74 +543,77 @@ class TestAtomicity:
         assert ready.notices
 
         with pytest.raises(StateError, match="outbox insert refused by the test"):
-            store.record_observation(ready.state, ready.notices, polled_at=minutes(10))
+            await store.record_observation(ready.state, ready.notices, polled_at=minutes(10))
 
-        assert store.load_states() == {"m-1": queued.state}
-        assert store.model_records()[0].last_poll_at == minutes(1)
-        assert store.outbox_counts() == OutboxCounts(pending=0, done=0, given_up=0)
+        assert await store.load_states() == {key(): queued.state}
+        assert (await store.model_records())[0].last_poll_at == minutes(1)
+        assert await store.outbox_counts() == OutboxCounts(pending=0, done=0, given_up=0)
 
         with raw(store.path) as db:
             db.execute("DROP TRIGGER fail_outbox")
-        store.record_observation(ready.state, ready.notices, polled_at=minutes(11))
-        assert store.load_states() == {"m-1": ready.state}
-        assert store.outbox_counts().pending == 1
+        await store.record_observation(ready.state, ready.notices, polled_at=minutes(11))
+        assert await store.load_states() == {key(): ready.state}
+        assert (await store.outbox_counts()).pending == 1
 
-    def test_a_full_disk_is_a_state_error_and_writes_nothing(self, tmp_path: Path) -> None:
+    async def test_a_full_disk_is_a_state_error_and_writes_nothing(self, tmp_path: Path) -> None:
         """On a full filesystem a write fails as a StateError and leaves the file as it was."""
-        with (
-            tiny_filesystem(tmp_path / "small", "256k") as folder,
-            Store.open(folder / "watcher.db") as store,
-        ):
-            first = finished_model("m-1")
-            store.record_observation(first.state, first.notices, polled_at=minutes(40))
-            big = finished_model("m-2")
-            with pytest.raises(StateError, match=r"disk is full \(database or disk is full\)"):
-                store.record_observation(
-                    big.state, big.notices, polled_at=minutes(40), name="x" * 400_000
-                )
-            assert store.load_states() == {"m-1": first.state}
-            assert store.outbox_counts().pending == 1
-            store.mark_done(1, minutes(41))  # small writes work again
-            assert store.outbox_counts().done == 1
+        with tiny_filesystem(tmp_path / "small", "256k") as folder:
+            async with await SqliteStore.open(folder / "watcher.db") as store:
+                first = finished_model("m-1")
+                await store.record_observation(first.state, first.notices, polled_at=minutes(40))
+                big = finished_model("m-2")
+                with pytest.raises(StateError, match=r"disk is full \(database or disk is full\)"):
+                    await store.record_observation(
+                        big.state, big.notices, polled_at=minutes(40), name="x" * 400_000
+                    )
+                assert await store.load_states() == {key("m-1"): first.state}
+                assert (await store.outbox_counts()).pending == 1
+                await store.mark_done(1, minutes(41))  # small writes work again
+                assert (await store.outbox_counts()).done == 1
 
     def test_an_io_error_is_a_state_error(self, state_path: Path) -> None:
         """A write the OS refuses (over RLIMIT_FSIZE) is a StateError; nothing is half-written."""
         result = run_python(
             """
-            import resource, signal, sys
+            import asyncio, resource, signal, sys
             from datetime import UTC, datetime
             from pathlib import Path
             from watcher.errors import StateError
             from watcher.lifecycle import ModelState
-            from watcher.store import Store
+            from watcher.store.sqlite import SqliteStore
 
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            at = datetime(2024, 1, 1, tzinfo=UTC)
-            store = Store.open(Path(sys.argv[1]))
-            store.record_observation(ModelState("small"), [], polled_at=at)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))
-            try:
-                store.record_observation(ModelState("big"), [], polled_at=at, name="x" * 10**6)
-            except StateError as exc:
-                print(exc)
-            print(sorted(store.load_states()))
+            async def main():
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                at = datetime(2024, 1, 1, tzinfo=UTC)
+                store = await SqliteStore.open(Path(sys.argv[1]))
+                await store.record_observation(ModelState("small"), [], polled_at=at)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))
+                try:
+                    await store.record_observation(
+                        ModelState("big"), [], polled_at=at, name="x" * 10**6
+                    )
+                except StateError as exc:
+                    print(exc)
+                print(sorted(key.id for key in await store.load_states()))
+
+            asyncio.run(main())
             """,
             str(state_path),
         )
         assert result.returncode == 0, result.stderr
         error, states = result.stdout.splitlines()
-        assert error.startswith(f"state file {state_path}: recording the state of model big")
+        assert error.startswith(f"state file {state_path}: recording the state of model cohere/big")
         assert "I/O error" in error or "disk is full" in error
         assert states == "['small']"
 
 
 class TestFiles:
-    def test_a_new_file_is_owner_only(self, state_path: Path) -> None:
+    async def test_a_new_file_is_owner_only(self, state_path: Path) -> None:
         """The folder is created 0700 and every file 0600, whatever the umask."""
         old_umask = os.umask(0)
         try:
-            with Store.open(state_path) as store:
-                store.record_observation(ModelState("m-1"), [], polled_at=T0)
+            async with await SqliteStore.open(state_path) as store:
+                await store.record_observation(ModelState("m-1"), [], polled_at=T0)
                 modes = {p.name: p.stat().st_mode & 0o777 for p in state_path.parent.iterdir()}
         finally:
             os.umask(old_umask)
@@ -484,62 +625,116 @@ class TestFiles:
             "watcher.db.lock": 0o600,
         }
 
-    def test_a_new_file_has_the_schema_in_wal_mode(self, store: Store) -> None:
+    async def test_a_new_file_has_the_schema_in_wal_mode(self, store: SqliteStore) -> None:
         """The schema version is recorded and the journal is WAL."""
         with raw(store.path) as db:
             assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
             assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
         assert {"models", "outbox", "deliveries"} <= tables
+        assert store.upgraded_from is None
 
-    def test_reopening_keeps_everything(self, state_path: Path) -> None:
+    async def test_reopening_keeps_everything(self, state_path: Path) -> None:
         """States, names, failures, pending items, deliveries and counts survive a restart."""
         observation = finished_model()
-        with Store.open(state_path) as store:
-            (notice_id,) = store.record_observation(
+        async with await SqliteStore.open(state_path) as store:
+            (notice_id,) = await store.record_observation(
                 observation.state, observation.notices, polled_at=minutes(40), name="clf"
             )
-            store.record_poll_failure("m-2", polled_at=minutes(41), error="HTTP 404", failures=1)
-            store.mark_delivered(notice_id, "slack-1", minutes(41))
-            store.schedule_retry(
+            await store.record_poll_failure(
+                key("m-2"), polled_at=minutes(41), error="HTTP 404", failures=1
+            )
+            await store.mark_delivered(notice_id, "slack-1", minutes(41))
+            await store.schedule_retry(
                 notice_id, attempts=1, next_attempt_at=minutes(42), error="HTTP 500"
             )
-            done_id = store.enqueue_message(
-                kind="test", title="t", body="b", notify_type="info", created_at=minutes(41)
+            done_id = await store.enqueue_message(
+                kind="ops", title="t", body="b", notify_type="info", created_at=minutes(41)
             )
-            store.mark_done(done_id, minutes(41))
-            records, counts = store.model_records(), store.outbox_counts()
-            due = store.due_notifications(minutes(42))
+            await store.mark_done(done_id, minutes(41))
+            records, counts = await store.model_records(), await store.outbox_counts()
+            due = await store.due_notifications(minutes(42))
 
-        with Store.open(state_path) as store:
-            assert store.load_states() == {"m-1": observation.state}
-            assert store.model_records() == records
-            assert store.outbox_counts() == counts == OutboxCounts(pending=1, done=1, given_up=0)
-            assert store.due_notifications(minutes(42)) == due
-            assert store.delivered_targets(notice_id) == {"slack-1"}
-            new_id = store.enqueue_message(
-                kind="test", title="t", body="b", notify_type="info", created_at=minutes(43)
+        async with await SqliteStore.open(state_path) as store:
+            assert await store.load_states() == {key(): observation.state}
+            assert await store.model_records() == records
+            assert (
+                await store.outbox_counts() == counts == OutboxCounts(pending=1, done=1, given_up=0)
+            )
+            assert await store.due_notifications(minutes(42)) == due
+            assert await store.delivered_targets(notice_id) == {"slack-1"}
+            new_id = await store.enqueue_message(
+                kind="ops", title="t", body="b", notify_type="info", created_at=minutes(43)
             )
             assert new_id > done_id  # ids are never reused
 
-    def test_close_is_idempotent(self, state_path: Path) -> None:
+    async def test_close_is_idempotent(self, state_path: Path) -> None:
         """Closing twice is harmless, and closing releases the lock."""
-        store = Store.open(state_path)
-        store.close()
-        store.close()
-        Store.open(state_path).close()
+        store = await SqliteStore.open(state_path)
+        await store.aclose()
+        await store.aclose()
+        await (await SqliteStore.open(state_path)).aclose()
+
+    async def test_ping_and_location(self, state_path: Path) -> None:
+        """ping() answers while the store is open and not after; location is the path."""
+        store = await SqliteStore.open(state_path)
+        assert store.location == str(state_path)
+        assert await store.ping() is True
+        await store.aclose()
+        assert await store.ping() is False
+
+
+class TestOpeners:
+    async def test_open_store_opens_the_configured_file_and_closes_it(
+        self, state_path: Path
+    ) -> None:
+        """open_store: the SQLite file at state.path, locked while open, released on exit."""
+        state = StateSettings(path=state_path)
+        async with open_store(state) as store:
+            assert store.location == str(state_path)
+            await store.record_observation(ModelState("m-1"), [], polled_at=T0)
+            with pytest.raises(StateLockedError):
+                await SqliteStore.open(state_path)
+            async with open_store_readonly(state) as reader:
+                assert set(await reader.load_states()) == {key()}
+        async with open_store(state) as store:
+            assert await store.ping()
+
+    async def test_a_cancelled_caller_still_releases_the_lock(self, state_path: Path) -> None:
+        """Cancellation inside open_store closes the store: the next open succeeds."""
+        state = StateSettings(path=state_path)
+        entered = asyncio.Event()
+
+        async def hold() -> None:
+            async with open_store(state):
+                entered.set()
+                await asyncio.sleep(3600)
+
+        task = asyncio.create_task(hold())
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await (await SqliteStore.open(state_path)).aclose()
+
+    async def test_open_store_readonly_needs_a_state(self, state_path: Path) -> None:
+        """The reader never creates anything: no file is a StateError."""
+        with pytest.raises(StateError, match="has the watcher run yet"):
+            async with open_store_readonly(StateSettings(path=state_path)):
+                pass
+        assert not state_path.parent.exists()
 
 
 class TestLock:
-    def test_a_second_store_on_the_same_file_is_refused(self, store: Store) -> None:
+    async def test_a_second_store_on_the_same_file_is_refused(self, store: SqliteStore) -> None:
         """Two watchers on one state file: the second fails with our pid in the message."""
         with pytest.raises(
             StateLockedError, match=rf"in use by another finetune-watcher \(pid {os.getpid()}\)"
         ):
-            Store.open(store.path)
+            await SqliteStore.open(store.path)
         assert issubclass(StateLockedError, StateError)
 
-    def test_another_process_holding_the_lock_blocks_us(self, state_path: Path) -> None:
+    async def test_another_process_holding_the_lock_blocks_us(self, state_path: Path) -> None:
         """Another process's lock refuses us; a reader still sees its writes as they land."""
         holder = subprocess.Popen(
             [
@@ -547,20 +742,23 @@ class TestLock:
                 "-c",
                 textwrap.dedent(
                     """
-                    import sys
+                    import asyncio, sys
                     from datetime import UTC, datetime
                     from pathlib import Path
                     from watcher.lifecycle import ModelState
-                    from watcher.store import Store
+                    from watcher.store.sqlite import SqliteStore
 
-                    at = datetime(2024, 1, 1, tzinfo=UTC)
-                    with Store.open(Path(sys.argv[1])) as store:
-                        store.record_observation(ModelState("first"), [], polled_at=at)
-                        print("locked", flush=True)
-                        sys.stdin.readline()
-                        store.record_observation(ModelState("second"), [], polled_at=at)
-                        print("written", flush=True)
-                        sys.stdin.read()
+                    async def main():
+                        at = datetime(2024, 1, 1, tzinfo=UTC)
+                        async with await SqliteStore.open(Path(sys.argv[1])) as store:
+                            await store.record_observation(ModelState("first"), [], polled_at=at)
+                            print("locked", flush=True)
+                            sys.stdin.readline()
+                            await store.record_observation(ModelState("second"), [], polled_at=at)
+                            print("written", flush=True)
+                            sys.stdin.read()
+
+                    asyncio.run(main())
                     """
                 ),
                 str(state_path),
@@ -577,14 +775,14 @@ class TestLock:
         try:
             assert holder.stdout.readline() == "locked\n", holder.stderr
             with pytest.raises(StateLockedError, match=rf"\(pid {holder.pid}\)"):
-                Store.open(state_path)
+                await SqliteStore.open(state_path)
 
-            with Store.open_readonly(state_path) as reader:
-                assert set(reader.load_states()) == {"first"}
+            async with await SqliteStore.open_readonly(state_path) as reader:
+                assert set(await reader.load_states()) == {key("first")}
                 holder.stdin.write("go on\n")
                 holder.stdin.flush()
                 assert holder.stdout.readline() == "written\n"
-                assert set(reader.load_states()) == {"first", "second"}
+                assert set(await reader.load_states()) == {key("first"), key("second")}
 
             holder.stdin.close()
             assert holder.wait(timeout=10) == 0
@@ -596,49 +794,50 @@ class TestLock:
             assert holder.stderr is not None
             holder.stderr.close()
 
-        with Store.open(state_path) as store:
-            assert set(store.load_states()) == {"first", "second"}
+        async with await SqliteStore.open(state_path) as store:
+            assert set(await store.load_states()) == {key("first"), key("second")}
 
-    def test_a_reader_cannot_write(self, store: Store) -> None:
+    async def test_a_reader_cannot_write(self, store: SqliteStore) -> None:
         """open_readonly gives a store whose writes fail as a StateError saying it is read-only."""
-        store.record_observation(ModelState("m-1"), [], polled_at=T0)
-        with (
-            Store.open_readonly(store.path) as reader,
-            pytest.raises(StateError, match="read-only"),
-        ):
-            reader.record_polls([("m-1", minutes(1))])
-        assert store.model_records()[0].last_poll_at == T0
+        await store.record_observation(ModelState("m-1"), [], polled_at=T0)
+        async with await SqliteStore.open_readonly(store.path) as reader:
+            with pytest.raises(StateError, match="read-only"):
+                await reader.record_polls([(key(), minutes(1))])
+            assert await reader.ping()
+        assert (await store.model_records())[0].last_poll_at == T0
 
 
 class TestBadFiles:
-    def test_a_file_that_is_not_a_database(self, state_path: Path) -> None:
+    async def test_a_file_that_is_not_a_database(self, state_path: Path) -> None:
         """Garbage is refused with advice, and not a byte of it changes."""
         state_path.parent.mkdir()
         garbage = b"this is not a database\n" * 200
         state_path.write_bytes(garbage)
-        for opener in (Store.open, Store.open_readonly):
+        for opener in (SqliteStore.open, SqliteStore.open_readonly):
             with pytest.raises(
                 StateError,
                 match=r"not a readable SQLite database \(file is not a database\); move it aside",
             ):
-                opener(state_path)
+                await opener(state_path)
         assert state_path.read_bytes() == garbage
         assert not Path(f"{state_path}-wal").exists()
 
-    def test_a_corrupt_database(self, state_path: Path) -> None:
+    async def test_a_corrupt_database(self, state_path: Path) -> None:
         """A SQLite file with damaged pages is refused and left as it is."""
-        with Store.open(state_path) as store:
+        async with await SqliteStore.open(state_path) as store:
             for i in range(50):
-                store.record_observation(ModelState(f"m-{i}"), [], polled_at=T0, name="n" * 200)
+                await store.record_observation(
+                    ModelState(f"m-{i}"), [], polled_at=T0, name="n" * 200
+                )
         data = bytearray(state_path.read_bytes())
         page_size = int.from_bytes(data[16:18], "big")
         data[page_size : 3 * page_size] = b"\xa5" * (2 * page_size)
         state_path.write_bytes(bytes(data))
         with pytest.raises(StateError, match="is not a readable SQLite database"):
-            Store.open(state_path)
+            await SqliteStore.open(state_path)
         assert state_path.read_bytes() == data
 
-    def test_a_newer_schema_is_not_touched(self, state_path: Path) -> None:
+    async def test_a_newer_schema_is_not_touched(self, state_path: Path) -> None:
         """A file from a newer watcher is refused by both openers and left unchanged."""
         state_path.parent.mkdir()
         with raw(state_path) as db:
@@ -646,67 +845,68 @@ class TestBadFiles:
             db.execute("PRAGMA user_version = 99")
         db.close()
         before = state_path.read_bytes()
-        for opener in (Store.open, Store.open_readonly):
+        for opener in (SqliteStore.open, SqliteStore.open_readonly):
             with pytest.raises(
                 StateError,
-                match=r"written by a newer finetune-watcher \(schema 99, this one understands 1\); "
-                "refusing to touch it",
+                match=rf"written by a newer finetune-watcher \(schema 99, this one understands "
+                rf"{SCHEMA_VERSION}\); refusing to touch it",
             ):
-                opener(state_path)
+                await opener(state_path)
         assert state_path.read_bytes() == before
 
-    def test_someone_elses_database_is_not_touched(self, state_path: Path) -> None:
+    async def test_someone_elses_database_is_not_touched(self, state_path: Path) -> None:
         """A SQLite file with tables but no schema version is not ours: refused, unchanged."""
         state_path.parent.mkdir()
         with raw(state_path) as db:
             db.execute("CREATE TABLE invoices (id INTEGER)")
         db.close()
         before = state_path.read_bytes()
-        with pytest.raises(StateError, match="not a finetune-watcher one"):
-            Store.open(state_path)
+        for opener in (SqliteStore.open, SqliteStore.open_readonly):
+            with pytest.raises(StateError, match="not a finetune-watcher one"):
+                await opener(state_path)
         assert state_path.read_bytes() == before
 
-    def test_an_empty_file_becomes_a_state_file(self, state_path: Path) -> None:
+    async def test_an_empty_file_becomes_a_state_file(self, state_path: Path) -> None:
         """A zero-byte file (``touch``) is an empty database: the schema is created in it."""
         state_path.parent.mkdir()
         state_path.touch()
         with pytest.raises(StateError, match="is empty"):
-            Store.open_readonly(state_path)
-        with Store.open(state_path) as store:
-            assert store.load_states() == {}
+            await SqliteStore.open_readonly(state_path)
+        async with await SqliteStore.open(state_path) as store:
+            assert await store.load_states() == {}
 
-    def test_a_read_only_file(self, state_path: Path) -> None:
+    async def test_a_read_only_file(self, state_path: Path) -> None:
         """An unwritable state file is refused by open() and still readable by open_readonly()."""
-        with Store.open(state_path) as store:
-            store.record_observation(ModelState("m-1"), [], polled_at=T0)
+        async with await SqliteStore.open(state_path) as store:
+            await store.record_observation(ModelState("m-1"), [], polled_at=T0)
         before = state_path.read_bytes()
         with read_only(state_path):
             with pytest.raises(StateError, match="cannot be opened for writing"):
-                Store.open(state_path)
-            with Store.open_readonly(state_path) as reader:
-                assert set(reader.load_states()) == {"m-1"}
+                await SqliteStore.open(state_path)
+            async with await SqliteStore.open_readonly(state_path) as reader:
+                assert set(await reader.load_states()) == {key()}
         assert state_path.read_bytes() == before
 
-    def test_a_read_only_folder(self, state_path: Path) -> None:
+    async def test_a_read_only_folder(self, state_path: Path) -> None:
         """A folder where SQLite cannot create its -wal file is a clear StateError."""
-        Store.open(state_path).close()
+        await (await SqliteStore.open(state_path)).aclose()
         with read_only(state_path.parent), pytest.raises(StateError, match="-wal/-shm"):
-            Store.open(state_path)
+            await SqliteStore.open(state_path)
 
-    def test_a_folder_that_cannot_be_created(self, tmp_path: Path) -> None:
+    async def test_a_folder_that_cannot_be_created(self, tmp_path: Path) -> None:
         """A state path under a regular file is a StateError naming the folder."""
         (tmp_path / "file").write_text("")
         with pytest.raises(StateError, match="cannot create the folder"):
-            Store.open(tmp_path / "file" / "watcher.db")
+            await SqliteStore.open(tmp_path / "file" / "watcher.db")
 
-    def test_a_directory_where_the_file_should_be(self, state_path: Path) -> None:
+    async def test_a_directory_where_the_file_should_be(self, state_path: Path) -> None:
         """The state path being a directory is a StateError, not a crash."""
         state_path.mkdir(parents=True)
         with pytest.raises(StateError, match="is a directory"):
-            Store.open(state_path)
+            await SqliteStore.open(state_path)
 
-    def test_reading_a_missing_file(self, state_path: Path) -> None:
+    async def test_reading_a_missing_file(self, state_path: Path) -> None:
         """open_readonly never creates anything: a missing file is a StateError."""
         with pytest.raises(StateError, match=r"no state file at .* \(has the watcher run yet\?\)"):
-            Store.open_readonly(state_path)
+            await SqliteStore.open_readonly(state_path)
         assert not state_path.parent.exists()
