@@ -10,8 +10,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from watcher import lifecycle
 from watcher.lifecycle import (
     DEFAULT_NOTIFY_ON,
+    DEFAULT_PROVIDER,
+    PHASE_WORDS,
+    SEEN_LIMIT,
+    Event,
+    EventKey,
+    ModelKey,
+    ModelState,
+    Notice,
+    Observation,
+    Phase,
+    StatusScheme,
+    backoff_delay,
+    jittered,
+    poll_interval,
+    stuck_warnings_due,
+)
+from watcher.providers.cohere import (
+    COHERE_SCHEME,
     DELETED,
     DEPLOYING_API,
     FAILED,
@@ -20,27 +39,34 @@ from watcher.lifecycle import (
     PAUSED,
     QUEUED,
     READY,
-    SEEN_LIMIT,
     SETTLED,
     TEMPORARILY_OFFLINE,
     UNSPECIFIED,
-    Event,
-    EventKey,
-    ModelState,
-    Notice,
-    Observation,
-    backoff_delay,
-    is_settled,
-    jittered,
-    observe,
-    order_events,
-    poll_interval,
-    status_rank,
 )
 
 MODEL = "7a317d97-4d05-427d-9396-f31b9fb92c55"
 NEW = "STATUS_SOMETHING_NEW"
 T0 = datetime(2024, 1, 17, 20, 11, 45, 267960, tzinfo=UTC)
+
+
+# Every table runs on Cohere's scheme: its statuses are the ones the API examples use.
+SCHEME = COHERE_SCHEME
+key = SCHEME.event_key
+
+
+def observe(
+    previous: ModelState | None,
+    model_id: str,
+    events: Sequence[Event],
+    notify_on: frozenset[str] = DEFAULT_NOTIFY_ON,
+) -> Observation:
+    """The core's ``observe`` with ``scheme=COHERE_SCHEME``."""
+    return lifecycle.observe(previous, model_id, events, notify_on, scheme=SCHEME)
+
+
+def order_events(events: Sequence[Event]) -> list[Event]:
+    """The core's ``order_events`` with ``scheme=COHERE_SCHEME``."""
+    return lifecycle.order_events(events, scheme=SCHEME)
 
 
 def at(seconds: float) -> datetime:
@@ -402,7 +428,7 @@ class TestObserveSeenLimit:
 
         assert len(state.seen) == SEEN_LIMIT
         assert state.seen == frozenset(e.identity for e in history[-SEEN_LIMIT:])
-        assert state.floor == history[35].key
+        assert state.floor == key(history[35])
         assert state.started_at == at(0)
 
     def test_later_poll_is_bounded(self) -> None:
@@ -414,7 +440,7 @@ class TestObserveSeenLimit:
         observation = observe(state, MODEL, history)
 
         assert len(observation.state.seen) == SEEN_LIMIT
-        assert observation.state.floor == history[9].key
+        assert observation.state.floor == key(history[9])
         assert observation.new_events == 14
         assert len(observation.notices) == 7  # every new READY follows an OFFLINE
 
@@ -450,7 +476,7 @@ class TestObserveSeenLimit:
         event, so repeating the floor's status is no transition."""
         history = [ev(READY, 0), *self.alternating(SEEN_LIMIT, start=10)]
         state = observe(None, MODEL, history).state
-        assert state.floor == ev(READY, 0).key
+        assert state.floor == key(ev(READY, 0))
 
         same = observe(state, MODEL, [ev(READY, 5)])
         other = observe(state, MODEL, [ev(FAILED, 5)])
@@ -471,8 +497,10 @@ small_histories = st.lists(events_st, max_size=40)
 histories = st.one_of(
     small_histories, st.lists(long_events_st, min_size=SEEN_LIMIT + 6, max_size=100)
 )
+# Provider statuses and common words (a phase) mixed, as notify.on allows.
 notify_ons = st.one_of(
-    st.just(DEFAULT_NOTIFY_ON), st.frozensets(st.sampled_from(STATUSES), min_size=1)
+    st.just(DEFAULT_NOTIFY_ON),
+    st.frozensets(st.sampled_from((*STATUSES, *PHASE_WORDS)), min_size=1),
 )
 
 # Scrambling uses a Random seeded by hypothesis: replayable, and far cheaper than recording
@@ -487,18 +515,18 @@ def scrambled(rnd: Random, events: list[Event]) -> list[Event]:
     shuffled = list(events)
     rnd.shuffle(shuffled)
     if rnd.random() < 0.3:
-        shuffled.sort(key=lambda e: e.key, reverse=True)  # newest first, as one doc page says
+        shuffled.sort(key=key, reverse=True)  # newest first, as one doc page says
     if shuffled:
         shuffled += rnd.choices(shuffled, k=rnd.randint(0, 5))
     return shuffled
 
 
 def transitions(ordered: list[Event], notify_on: frozenset[str]) -> list[tuple[str, datetime]]:
-    """The events of a key-ordered history that change the status into one in notify_on."""
+    """The events of a key-ordered history that change the status into one notify_on announces."""
     result = []
     previous: str | None = None
     for event in ordered:
-        if event.status in notify_on and event.status != previous:
+        if SCHEME.announces(event.status, notify_on) and event.status != previous:
             result.append((event.status, event.created_at))
         previous = event.status
     return result
@@ -518,11 +546,11 @@ class TestObserveProperties:
 
         announced = [(n.status, n.event_at) for n in notices]
         assert len(announced) == len(set(announced))
-        assert all(n.status in notify_on for n in notices)
+        assert all(SCHEME.announces(n.status, notify_on) for n in notices)
         assert all(n.status != n.previous_status for n in notices)
         assert state is not None
         if history:
-            assert state.status == max(history, key=lambda e: e.key).status
+            assert state.status == max(history, key=key).status
             assert len(state.seen) <= SEEN_LIMIT
 
     @PROPERTY_SETTINGS
@@ -539,10 +567,10 @@ class TestObserveProperties:
         for cut in [*cuts, len(history)]:
             observation = observe(state, MODEL, scrambled(rnd, history[:cut]), notify_on)
             state = observation.state
-            revealed.update(e.key for e in history[:cut])
+            revealed.update(key(e) for e in history[:cut])
             for notice in observation.notices:
-                key = EventKey(notice.event_at, status_rank(notice.status), notice.status)
-                before = [k for k in revealed if k < key]
+                at_notice = EventKey(notice.event_at, SCHEME.rank(notice.status), notice.status)
+                before = [k for k in revealed if k < at_notice]
                 assert notice.previous_status == (max(before).status if before else None)
 
     @PROPERTY_SETTINGS
@@ -599,7 +627,7 @@ class TestObserveProperties:
         if not history:
             assert state == ModelState(MODEL)
             return
-        newest = max(history, key=lambda e: e.key)
+        newest = max(history, key=key)
         assert state.status == newest.status
         assert state.started_at == min(e.created_at for e in history)
         assert state.status_since is not None
@@ -693,7 +721,8 @@ class TestPollInterval:
     @pytest.mark.parametrize("status", sorted(SETTLED))
     def test_settled(self, status: str) -> None:
         """Settled models are polled at the settled interval."""
-        assert poll_interval(status, interval=60.0, settled_interval=900.0) == 900.0
+        settled = SCHEME.is_settled(status)
+        assert poll_interval(settled, interval=60.0, settled_interval=900.0) == 900.0
 
     @pytest.mark.parametrize(
         "status",
@@ -701,17 +730,175 @@ class TestPollInterval:
     )
     def test_active(self, status: str | None) -> None:
         """Models still moving, unknown or not yet seen are polled at the normal interval."""
-        assert poll_interval(status, interval=60.0, settled_interval=900.0) == 60.0
+        settled = SCHEME.is_settled(status)
+        assert poll_interval(settled, interval=60.0, settled_interval=900.0) == 60.0
 
 
-class TestIsSettled:
-    def test_settled_statuses(self) -> None:
-        """READY, FAILED and DELETED are settled; nothing else is."""
-        assert {s for s in STATUSES if is_settled(s)} == {READY, FAILED, DELETED}
+class TestStuckWarningsDue:
+    @pytest.mark.parametrize(
+        ("elapsed", "expected"), [(0, 0), (599, 0), (600, 1), (1199, 1), (1200, 2), (6000, 10)]
+    )
+    def test_one_warning_per_period(self, elapsed: float, expected: int) -> None:
+        """An unsettled status earns one warning per full ``stuck_after`` spent in it."""
+        due = stuck_warnings_due(FINETUNING, at(0), at(elapsed), 600.0, settled=False)
+        assert due == expected
 
-    def test_none(self) -> None:
-        """A model without a status yet is not settled."""
-        assert is_settled(None) is False
+    @pytest.mark.parametrize(
+        ("status", "since", "stuck_after", "settled"),
+        [
+            (READY, at(0), 600.0, True),
+            (None, at(0), 600.0, False),
+            (FINETUNING, None, 600.0, False),
+            (FINETUNING, at(0), 0.0, False),
+        ],
+        ids=["settled", "no-status", "no-since", "no-stuck-after"],
+    )
+    def test_never_due(
+        self, status: str | None, since: datetime | None, stuck_after: float, settled: bool
+    ) -> None:
+        """Settled models, models without a status or a start, and stuck_after 0 never warn."""
+        assert stuck_warnings_due(status, since, at(86400), stuck_after, settled=settled) == 0
+
+
+class TestStatusScheme:
+    # A made-up provider: lower-case statuses, a prefix, a cancelled phase, a custom rank.
+    TOY = StatusScheme(
+        provider="toy",
+        table={
+            "JOB_PENDING": (Phase.QUEUED, 10),
+            "JOB_RUNNING": (Phase.RUNNING, 20),
+            "JOB_DONE": (Phase.READY, 70),
+            "JOB_ERROR": (Phase.FAILED, 80),
+            "JOB_EXPIRED": (Phase.FAILED, 81),
+            "JOB_CANCELLED": (Phase.CANCELLED, 85),
+        },
+        settled=frozenset({"JOB_DONE", "JOB_ERROR", "JOB_EXPIRED", "JOB_CANCELLED"}),
+        unknown_rank=50,
+        prefix="JOB_",
+    )
+
+    @pytest.mark.parametrize(
+        ("status", "phase", "rank", "settled"),
+        [
+            (UNSPECIFIED, Phase.OTHER, 0, False),
+            (QUEUED, Phase.QUEUED, 10, False),
+            (FINETUNING, Phase.RUNNING, 20, False),
+            (DEPLOYING_API, Phase.RUNNING, 30, False),
+            (PAUSED, Phase.OTHER, 40, False),
+            (TEMPORARILY_OFFLINE, Phase.OTHER, 50, False),
+            (NEW, Phase.OTHER, 60, False),
+            (READY, Phase.READY, 70, True),
+            (FAILED, Phase.FAILED, 80, True),
+            (DELETED, Phase.OTHER, 90, True),
+        ],
+    )
+    def test_cohere_table(self, status: str, phase: Phase, rank: int, settled: bool) -> None:
+        """Cohere's statuses map onto the common lifecycle; an unknown one is OTHER, rank 60."""
+        assert SCHEME.phase(status) is phase
+        assert SCHEME.rank(status) == rank
+        assert SCHEME.is_settled(status) is settled
+
+    def test_known_and_settled(self) -> None:
+        """``known`` lists the table in order; READY, FAILED and DELETED are settled."""
+        assert SCHEME.known == KNOWN_STATUSES == (
+            UNSPECIFIED, QUEUED, FINETUNING, DEPLOYING_API, READY, FAILED, DELETED,
+            TEMPORARILY_OFFLINE, PAUSED,
+        )  # fmt: skip
+        assert {s for s in STATUSES if SCHEME.is_settled(s)} == {READY, FAILED, DELETED}
+        assert SCHEME.provider == DEFAULT_PROVIDER == "cohere"
+
+    def test_no_status_yet(self) -> None:
+        """A model without a status yet is OTHER, not settled and no failure."""
+        assert SCHEME.phase(None) is Phase.OTHER
+        assert SCHEME.is_settled(None) is False
+        assert SCHEME.is_failure(None) is False
+
+    @pytest.mark.parametrize(
+        ("status", "failure"),
+        [(FAILED, True), (READY, False), (DELETED, False), (NEW, False),
+         ("JOB_ERROR", True), ("JOB_EXPIRED", True), ("JOB_CANCELLED", False)],
+    )  # fmt: skip
+    def test_failures_are_the_failed_phase(self, status: str, failure: bool) -> None:
+        """A failure is any status of the FAILED phase, whichever provider."""
+        scheme = self.TOY if status.startswith("JOB_") else SCHEME
+        assert scheme.is_failure(status) is failure
+
+    @pytest.mark.parametrize(
+        ("status", "notify_on", "announced"),
+        [
+            (READY, {"ready"}, True),
+            (READY, {READY}, True),
+            (READY, {"failed"}, False),
+            (FAILED, DEFAULT_NOTIFY_ON, True),
+            (DELETED, DEFAULT_NOTIFY_ON, False),
+            (DELETED, {DELETED}, True),
+            (FINETUNING, {"running"}, True),
+            (DEPLOYING_API, {"running"}, True),
+            (QUEUED, {"queued"}, True),
+            (NEW, {"other"}, True),
+            (NEW, {NEW}, True),
+            (NEW, DEFAULT_NOTIFY_ON, False),
+            ("JOB_CANCELLED", {"cancelled"}, True),
+            ("JOB_EXPIRED", {"failed"}, True),
+            ("JOB_DONE", {READY}, False),
+        ],
+    )
+    def test_announces_status_or_its_phase(
+        self, status: str, notify_on: set[str], announced: bool
+    ) -> None:
+        """notify_on announces a status it names, or whose phase's common word it holds."""
+        scheme = self.TOY if status.startswith("JOB_") else SCHEME
+        assert scheme.announces(status, frozenset(notify_on)) is announced
+
+    def test_unknown_status_of_another_scheme(self) -> None:
+        """An unknown status takes the scheme's own unknown rank and the OTHER phase."""
+        assert self.TOY.phase(READY) is Phase.OTHER
+        assert self.TOY.rank(READY) == 50
+        assert self.TOY.is_settled(READY) is False
+
+    @pytest.mark.parametrize(
+        ("word", "status"),
+        [("READY", READY), ("ready", READY), ("STATUS_READY", READY), (" Failed ", FAILED),
+         ("status_deleted", DELETED), ("FINISHED", None), ("", None), ("STATUS_", None)],
+    )  # fmt: skip
+    def test_canonical_spelling(self, word: str, status: str | None) -> None:
+        """A configuration may drop the prefix and the case; anything else is no status."""
+        assert SCHEME.canonical(word) == status
+
+    def test_ties_follow_the_schemes_ranks(self) -> None:
+        """Events sharing a timestamp are ordered by the given scheme's ranks."""
+        events = [
+            Event("JOB_DONE", at(0)),
+            Event("JOB_SOMETHING", at(0)),
+            Event("JOB_RUNNING", at(0)),
+        ]
+
+        ordered = lifecycle.order_events(events, scheme=self.TOY)
+
+        assert [e.status for e in ordered] == ["JOB_RUNNING", "JOB_SOMETHING", "JOB_DONE"]
+
+    def test_observe_carries_the_provider(self) -> None:
+        """States and notices take the scheme's provider, so their keys name it."""
+        events = [Event("JOB_RUNNING", at(0)), Event("JOB_DONE", at(5))]
+
+        observation = lifecycle.observe(None, "job-1", events, scheme=self.TOY)
+
+        assert observation.state.key == ModelKey("toy", "job-1")
+        (notice,) = observation.notices
+        assert (notice.status, notice.previous_status) == ("JOB_DONE", "JOB_RUNNING")
+        assert notice.key == ModelKey("toy", "job-1")
+        assert str(notice.key) == "toy/job-1"
+
+
+class TestModelKey:
+    def test_defaults_and_text(self) -> None:
+        """A state built without a provider is Cohere's; a key prints as provider/id."""
+        state = ModelState(MODEL)
+
+        assert state.key == ModelKey("cohere", MODEL)
+        assert state.key == ("cohere", MODEL)
+        assert str(state.key) == f"cohere/{MODEL}"
+        assert Notice(MODEL, READY, None, at(0), None, None).key == state.key
 
 
 class TestOrderEvents:
@@ -743,7 +930,7 @@ class TestOrderEvents:
         events = [ev("STATUS_ZEBRA", 0), ev("STATUS_ALPHA", 0)]
 
         assert [e.status for e in order_events(events)] == ["STATUS_ALPHA", "STATUS_ZEBRA"]
-        assert status_rank("STATUS_ZEBRA") == status_rank("STATUS_ALPHA")
+        assert SCHEME.rank("STATUS_ZEBRA") == SCHEME.rank("STATUS_ALPHA")
 
     def test_deduplicates_by_identity(self) -> None:
         """Rows with the same status and time are one event; the first row seen is kept."""
@@ -777,3 +964,128 @@ class TestNotice:
 
         assert notice.duration_seconds == 0.0
         assert notice.previous_duration_seconds == 0.0
+
+
+# --- Far-future events (issue 11, finding 12) ---------------------------------------------------
+
+NOW = at(3600)  # the poll's wall time in these tables
+FAR = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def observe_at(
+    previous: ModelState | None,
+    events: Sequence[Event],
+    now: datetime | None = NOW,
+    notify_on: frozenset[str] = DEFAULT_NOTIFY_ON,
+) -> Observation:
+    return lifecycle.observe(previous, MODEL, events, notify_on, scheme=SCHEME, now=now)
+
+
+def far(status: str = FINETUNING, when: datetime = FAR) -> Event:
+    return Event(status=status, created_at=when)
+
+
+class TestFarFutureQuarantine:
+    def test_tolerance_is_one_day(self) -> None:
+        assert timedelta(days=1) == lifecycle.FUTURE_TOLERANCE
+
+    @pytest.mark.parametrize(
+        ("offset", "quarantined"),
+        [
+            (timedelta(0), 0),
+            (timedelta(hours=23), 0),  # a skewed clock or another time zone: kept
+            (timedelta(days=1), 0),  # exactly the tolerance: kept
+            (timedelta(days=1, seconds=1), 1),
+            (timedelta(days=3650), 1),  # the simulator's future_timestamp
+        ],
+    )
+    def test_the_horizon(self, offset: timedelta, quarantined: int) -> None:
+        """Events up to a day after ``now`` count; later ones are quarantined and counted."""
+        observation = observe_at(None, [ev(QUEUED, 0), far(FINETUNING, NOW + offset)])
+        assert observation.quarantined == quarantined
+        assert observation.state.status == (QUEUED if quarantined else FINETUNING)
+
+    def test_far_future_event_does_not_pin_the_status_after_ready(self) -> None:
+        """The table of the finding: FINETUNING at 9999-12-31 among real events; READY comes
+        later and is announced, the status is READY (settled)."""
+        first = observe_at(None, [ev(QUEUED, 0), ev(FINETUNING, 10), far()])
+        assert (first.state.status, first.quarantined, first.notices) == (FINETUNING, 1, ())
+        second = observe_at(first.state, [ev(QUEUED, 0), ev(FINETUNING, 10), far(), ev(READY, 60)])
+        assert [brief(n) for n in second.notices] == [(READY, FINETUNING, 60.0, False)]
+        assert second.state.status == READY
+        assert SCHEME.is_settled(second.state.status)
+        third = observe_at(second.state, [ev(QUEUED, 0), ev(FINETUNING, 10), far(), ev(READY, 60)])
+        assert (third.notices, third.changed, third.quarantined) == ((), False, 1)
+
+    def test_only_far_future_events(self) -> None:
+        """A first answer of nothing but a far-future event: observed, no status, no notice."""
+        observation = observe_at(None, [far(READY)])
+        assert observation.state.status is None
+        assert observation.notices == ()
+        assert observation.quarantined == 1
+        assert observation.changed
+
+    def test_a_remembered_far_future_identity_is_forgotten(self) -> None:
+        """A state written before the rule (it remembers the 9999 event, status pinned): the
+        next poll forgets it, recomputes the status and writes (changed), announcing nothing."""
+        pinned = observe_at(None, [ev(QUEUED, 0), ev(READY, 60), far()], now=None).state
+        assert pinned.status == FINETUNING  # the old behaviour: pinned
+        observation = observe_at(pinned, [ev(QUEUED, 0), ev(READY, 60)])
+        assert observation.state.status == READY
+        assert observation.state.status_since == at(60)
+        assert observation.changed
+        assert observation.notices == ()
+        assert all(i.created_at < FAR for i in observation.state.seen)
+
+    def test_without_now_nothing_is_quarantined(self) -> None:
+        observation = observe_at(None, [ev(QUEUED, 0), far()], now=None)
+        assert (observation.state.status, observation.quarantined) == (FINETUNING, 0)
+
+    def test_now_at_the_end_of_the_calendar_quarantines_nothing(self) -> None:
+        """``now`` + a day overflows: no horizon, no crash."""
+        observation = observe_at(None, [ev(QUEUED, 0), far()], now=FAR)
+        assert observation.quarantined == 0
+
+    @PROPERTY_SETTINGS
+    @given(
+        history=small_histories,
+        bogus=st.lists(
+            st.tuples(
+                st.sampled_from(STATUSES),
+                st.datetimes(
+                    min_value=datetime(2024, 1, 19), max_value=datetime(9999, 12, 31),
+                    timezones=st.just(UTC),
+                ),
+            ),
+            min_size=1, max_size=3,
+        ),
+        notify_on=notify_ons,
+        rnd=randoms,
+        data=st.data(),
+    )  # fmt: skip
+    def test_far_future_events_never_change_the_notices_of_the_real_ones(
+        self,
+        history: list[Event],
+        bogus: list[tuple[str, datetime]],
+        notify_on: frozenset[str],
+        rnd: Random,
+        data: st.DataObject,
+    ) -> None:
+        """Adding far-future events to any poll of any history (from any poll on) changes neither
+        the notices nor the state's status; they are counted as quarantined."""
+        extra = [Event(status, when) for status, when in bogus]  # all > NOW + 1 day
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(history)), min_size=1, max_size=6)))
+        from_poll = data.draw(st.integers(0, len(cuts)))
+        clean: ModelState | None = None
+        dirty: ModelState | None = None
+        for index, cut in enumerate([*cuts, len(history)]):
+            events = scrambled(rnd, history[:cut])
+            spoiled = scrambled(rnd, [*events, *extra]) if index >= from_poll else events
+            reference = observe_at(clean, events, notify_on=notify_on)
+            observation = observe_at(dirty, spoiled, notify_on=notify_on)
+            assert observation.notices == reference.notices
+            assert observation.state == reference.state
+            assert observation.quarantined == sum(
+                e.created_at > NOW + timedelta(days=1) for e in spoiled
+            )
+            clean, dirty = reference.state, observation.state

@@ -1,7 +1,8 @@
-"""The request budget: one pacer shared by every request the watcher makes.
+"""The request budget: one pacer per provider, shared by every request to it.
 
-Cohere's limit is per key, so the budget is global. Requests are spaced evenly
-(``60 / per_minute`` seconds apart, never a burst) and a 429 pauses everyone.
+A provider's rate limit is per key, so its budget covers every request made with
+that key (polls, details, discovery). Requests are spaced evenly (``60 / per_minute``
+seconds apart, never a burst) and a 429 pauses every request to that provider.
 The clock is a parameter (anyio's monotonic clock by default).
 """
 
@@ -57,7 +58,7 @@ class RequestPacer:
             await anyio.sleep(wait)
 
     def pause(self, seconds: float) -> None:
-        """Stop handing out slots for ``seconds`` (after a 429)."""
+        """Stop handing out slots for ``seconds`` (after a 429; ``policy`` says how long)."""
         until = self._clock() + max(0.0, seconds)
         self._paused_until = max(self._paused_until, until)
 
