@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from watcher.errors import ConfigError
-from watcher.lifecycle import FAILED, FINETUNING, QUEUED, READY, UNSPECIFIED
+from watcher.providers.cohere import FAILED, FINETUNING, QUEUED, READY, UNSPECIFIED
 from watcher.simulator import (
     ClockError,
     ConflictError,

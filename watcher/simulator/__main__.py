@@ -1,4 +1,4 @@
-"""``python -m watcher.simulator``: run the fake Cohere API standalone (demo, benchmarks).
+"""``python -m watcher.simulator``: run the fake provider APIs standalone (demo, benchmarks).
 
 Prints ``simulator listening on http://HOST:PORT`` once bound, serves until SIGTERM or
 SIGINT, then shuts down cleanly and exits 0. A bad scenario exits 78 with one line per problem.
@@ -22,7 +22,11 @@ from watcher.simulator.scenario import Scenario, demo_scenario, load_scenario
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m watcher.simulator",
-        description="Serve a fake Cohere /v1/finetuning API from a scenario file.",
+        description=(
+            "Serve fake fine-tuning APIs from a scenario file: Cohere at the root, OpenAI at "
+            "/openai/v1, Azure OpenAI at /azure/openai/v1, Mistral at /mistral, Together at "
+            "/together, Fireworks at /fireworks."
+        ),
     )
     parser.add_argument(
         "--scenario", type=Path, help="scenario YAML (default: the bundled demo scenario)"

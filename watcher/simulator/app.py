@@ -1,13 +1,46 @@
-"""The fake Cohere fine-tuning API: an aiohttp.web application driven by a ``Scenario``.
+"""The fake fine-tuning APIs: one aiohttp.web application, driven by a ``Scenario``.
+
+One simulator serves a mixed fleet: each model of the scenario is at one provider
+(``provider:``, default ``cohere``) and is served only under that provider's prefix.
+The base URL a client must use, per provider (each official SDK's convention: OpenAI's
+and Azure's include ``/v1``, the others are host-only and their paths carry ``/v1``):
+
+- cohere: ``http://HOST:PORT`` (the root, exactly as before):
+  ``/v1/finetuning/finetuned-models`` (list, ``page_size``/``page_token``),
+  ``.../{id}``, ``.../{id}/events``, ``.../{id}/training-step-metrics``.
+- openai: ``http://HOST:PORT/openai/v1``: ``/fine_tuning/jobs?limit=&after=`` (list,
+  newest first), ``/fine_tuning/jobs/{id}``, ``/fine_tuning/jobs/{id}/events?limit=&after=``
+  (message events, newest first, ``has_more``; ``after`` is the last item's id).
+- azure-openai: ``http://HOST:PORT/azure/openai/v1``: as OpenAI (v1 API; ``api-version``
+  accepted and ignored).
+- mistral: ``http://HOST:PORT/mistral``: ``/v1/fine_tuning/jobs?page=&page_size=`` (``page``
+  from 0, ``total``), ``/v1/fine_tuning/jobs/{id}`` (embeds ``events[]``, newest first).
+- together: ``http://HOST:PORT/together``: ``/v1/fine-tunes`` (one page),
+  ``/v1/fine-tunes/{id}``, ``/v1/fine-tunes/{id}/events`` (``{"data": [...]}``).
+- fireworks: ``http://HOST:PORT/fireworks`` with account ``fireworks_account`` (default
+  ``sim-account``): ``/v1/accounts/{account}/supervisedFineTuningJobs?pageSize=&pageToken=``
+  and ``.../supervisedFineTuningJobs/{id}`` (the current ``state`` only).
+
+Auth: one accepted key for every provider (``api_key``; rotate it with ``POST /_sim/api-key``),
+sent as ``Authorization: Bearer KEY``; Azure also accepts ``api-key: KEY``. Every error body
+is in the provider's own shape (``tests/fixtures/providers/``): Cohere ``{"message"}``,
+OpenAI/Together ``{"error": {"message", "type", "param", "code"}}``, Azure ``{"error":
+{"code", "message", ...}}``, Mistral ``{"detail"}`` (422 with FastAPI's ``detail[]`` for
+an id that is no UUID), Fireworks google.rpc.Status ``{"code": <int>, "message", "details"}``.
+Another Fireworks account than the scenario's is 403. Payloads are in ``dialects``.
+With ``cohere_deprecation`` set, every Cohere answer carries its ``Deprecation`` / ``Sunset``
+headers.
 
 ``Simulation`` owns the state (sim clock, models, faults, rate limiter, counters) and
 answers each request in O(page size + log events + faults of that model), never
 O(all models), so benchmarks can run it with 10,000 models at thousands of requests/s.
 
-Request path for ``/v1/...``: count it, check the bearer, apply the rate limit, pick
-the faults that strike this request (``after``/``times`` counted per matching request,
-every matching fault counts), then: ``reset_connection`` closes the socket; ``slow``
-sleeps; an ``http_*`` fault answers with its status; otherwise the endpoint computes
+Request path for an API request: count it (totals and ``by_provider``), check the key,
+apply the rate limit (per provider and key), pick the faults that strike this request
+(scoped by provider, model and endpoint; ``after``/``times`` counted per matching
+request, every matching fault counts), then: ``reset_connection`` closes the socket;
+``slow`` sleeps; an ``http_*`` fault answers with its status in the provider's shape
+(``http_404``: that provider's job-not-found answer); otherwise the endpoint computes
 its payload (``naive_timestamp``, ``future_timestamp``, ``unknown_status``,
 ``missing_fields``, ``repeat_token``, ``endless_pages`` shape it) and the body faults
 (``wrong_shape``, ``huge_body``, ``malformed_json``, ``wrong_content_type``) spoil it.
@@ -26,9 +59,8 @@ import re
 import socket
 import struct
 import time
-from bisect import bisect_right
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,13 +73,19 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from watcher.errors import ConfigError
-from watcher.lifecycle import READY, UNSPECIFIED
+from watcher.providers.cohere import READY, UNSPECIFIED
+from watcher.simulator import dialects
+from watcher.simulator.dialects import BadRequest, SimModel, View
 from watcher.simulator.scenario import (
+    DEFAULT_BASE_MODELS,
+    DEFAULT_PROVIDER,
     ENDPOINTS,
-    OUTCOMES,
+    PROVIDER_ENDPOINTS,
+    PROVIDERS,
     FaultSpec,
     ModelSpec,
     Scenario,
+    fault_model_problem,
     validation_problems,
 )
 
@@ -66,6 +104,9 @@ RATE_LIMIT_MESSAGE: Final = (
     "You are past the per minute request limit, please wait and try again later"
 )
 _STATUS_FAULTS: Final[dict[str, tuple[int, str]]] = {
+    "http_401": (401, "invalid api token"),
+    "http_403": (403, "you are not allowed to access this resource"),
+    "http_404": (404, "not found"),  # the job is gone: each provider's not-found answer
     "http_429": (429, RATE_LIMIT_MESSAGE),
     "http_500": (500, "internal server error (simulated)"),
     "http_503": (503, "service unavailable (simulated)"),
@@ -157,51 +198,6 @@ class Stamper:
 
 
 @dataclass(slots=True)
-class SimModel:
-    """A model as served: absolute sim times of its events, never decreasing."""
-
-    id: str
-    name: str
-    base_model: str
-    added_at: Seconds
-    times: Sequence[Seconds]
-    statuses: Sequence[str]
-    equal_timestamps: bool = False
-    metrics: Mapping[str, float] | None = None
-    outcome_index: int | None = None  # first READY/FAILED event: metrics appear then
-
-    @classmethod
-    def build(
-        cls,
-        *,
-        model_id: str,
-        name: str,
-        base_model: str,
-        added_at: Seconds,
-        times: Sequence[Seconds],
-        statuses: Sequence[str],
-        equal_timestamps: bool = False,
-        metrics: Mapping[str, float] | None = None,
-    ) -> SimModel:
-        outcome = next((i for i, s in enumerate(statuses) if s in OUTCOMES), None)
-        return cls(
-            model_id,
-            name,
-            base_model,
-            added_at,
-            times,
-            statuses,
-            equal_timestamps,
-            metrics,
-            outcome,
-        )
-
-    def visible(self, now: Seconds) -> int:
-        """How many events have happened by ``now`` (they are the first ones)."""
-        return bisect_right(self.times, now)
-
-
-@dataclass(slots=True)
 class ActiveFault:
     """A fault and how many matching requests it has seen."""
 
@@ -237,9 +233,41 @@ class SlidingWindow:
         return admitted[0] + self.window - now
 
 
+# The endpoint whose requests count as a model's status polls in ``by_model``.
+_POLL_ENDPOINT: Final[dict[str, str]] = {str(p): "model" for p in PROVIDERS} | {"cohere": "events"}
+
+
+@dataclass(slots=True)
+class ProviderCounters:
+    """One provider's share of the counters (``by_provider`` in ``/_sim/stats``)."""
+
+    requests: int = 0
+    by_endpoint: Counter[str] = field(default_factory=Counter)
+    by_status_code: Counter[str] = field(default_factory=Counter)
+    by_model: Counter[str] = field(default_factory=Counter)
+    rate_limited: int = 0
+    connections_reset: int = 0
+
+    def snapshot(self, provider: str) -> dict[str, Any]:
+        by_endpoint = dict.fromkeys((*sorted(PROVIDER_ENDPOINTS[provider]), "other"), 0)
+        by_endpoint.update(self.by_endpoint)
+        return {
+            "requests": self.requests,
+            "by_endpoint": by_endpoint,
+            "by_status_code": dict(self.by_status_code),
+            "by_model": dict(self.by_model),
+            "rate_limited": self.rate_limited,
+            "connections_reset": self.connections_reset,
+        }
+
+
 @dataclass(slots=True)
 class Counters:
-    """What ``/_sim/stats`` reports (besides the sim time)."""
+    """What ``/_sim/stats`` reports (besides the sim time): totals, then per provider.
+
+    ``by_model`` counts each model's status polls: Cohere's events requests, the job
+    requests at the other providers.
+    """
 
     requests: int = 0
     by_endpoint: Counter[str] = field(default_factory=Counter)
@@ -248,6 +276,9 @@ class Counters:
     rate_limited: int = 0
     connections_reset: int = 0
     faults_applied: Counter[str] = field(default_factory=Counter)
+    by_provider: dict[str, ProviderCounters] = field(
+        default_factory=lambda: {provider: ProviderCounters() for provider in PROVIDERS}
+    )
 
     def snapshot(self) -> dict[str, Any]:
         by_endpoint = dict.fromkeys((*ENDPOINTS, "other"), 0)
@@ -260,6 +291,10 @@ class Counters:
             "rate_limited": self.rate_limited,
             "connections_reset": self.connections_reset,
             "faults_applied": dict(self.faults_applied),
+            "by_provider": {
+                provider: counters.snapshot(provider)
+                for provider, counters in self.by_provider.items()
+            },
         }
 
 
@@ -332,7 +367,9 @@ class Simulation:
         start = scenario.start or datetime.now(UTC).replace(microsecond=0)
         self.stamper = Stamper(start, scenario.timestamp_format)
         self.models: dict[str, SimModel] = {}
-        self.model_list: list[SimModel] = []  # in order of addition, for the list endpoint
+        self.model_list: list[SimModel] = []  # in order of addition, every provider
+        # Each provider's models in order of addition, for its list endpoint.
+        self.provider_models: dict[str, list[SimModel]] = {p: [] for p in PROVIDERS}
         self.global_faults: list[ActiveFault] = []
         self.faults_by_model: dict[str, list[ActiveFault]] = {}
         self.counters = Counters()
@@ -341,6 +378,14 @@ class Simulation:
             if scenario.rate_limit_per_minute is not None
             else None
         )
+        # Per provider: its override, else the shared limit (each counts per provider and key).
+        self.limiters: dict[str, SlidingWindow | None] = {}
+        for provider in PROVIDERS:
+            limit = scenario.provider_rate_limits.get(provider, scenario.rate_limit_per_minute)
+            if provider == DEFAULT_PROVIDER and provider not in scenario.provider_rate_limits:
+                self.limiters[provider] = self.limiter
+            else:
+                self.limiters[provider] = SlidingWindow(limit) if limit is not None else None
         self._api_key = scenario.api_key.encode() if scenario.api_key is not None else None
         for spec in scenario.models:
             self._add(self._from_spec(spec, added_at=0.0))
@@ -360,6 +405,9 @@ class Simulation:
             statuses=[status for _, status in spec.timeline],
             equal_timestamps=spec.equal_timestamps,
             metrics=dict(spec.metrics) if spec.metrics is not None else None,
+            provider=spec.provider,
+            error_message=spec.error.message if spec.error is not None else None,
+            error_code=spec.error.code if spec.error is not None else None,
         )
 
     def _generate(self) -> None:
@@ -377,16 +425,19 @@ class Simulation:
                 SimModel.build(
                     model_id=model_id,
                     name=model_id,
-                    base_model="command-r-08-2024",
+                    base_model=DEFAULT_BASE_MODELS[spec.provider],
                     added_at=0.0,
                     times=times,
                     statuses=statuses,
+                    provider=spec.provider,
                 )
             )
 
     def _add(self, model: SimModel) -> None:
+        model.position = len(self.model_list)
         self.models[model.id] = model
         self.model_list.append(model)
+        self.provider_models[model.provider].append(model)
 
     def _add_fault(self, spec: FaultSpec) -> None:
         active = ActiveFault(spec)
@@ -409,8 +460,13 @@ class Simulation:
     def add_fault(self, entry: object) -> FaultSpec:
         """Add a fault; its ``after``/``times`` count from now."""
         spec = _validated(FaultSpec, entry, source="fault")
-        if spec.model is not None and spec.model not in self.models:
-            raise ConfigError("fault", [f"model: unknown model {spec.model!r}"])
+        if spec.model is not None:
+            model = self.models.get(spec.model)
+            if model is None:
+                raise ConfigError("fault", [f"model: unknown model {spec.model!r}"])
+            problem = fault_model_problem(spec, model.provider)
+            if problem:
+                raise ConfigError("fault", [problem])
         self._add_fault(spec)
         return spec
 
@@ -430,39 +486,63 @@ class Simulation:
 
     # -- the API
 
-    async def handle(self, request: web.Request, endpoint: str) -> web.StreamResponse:
-        """Answer one API request and count it."""
+    async def handle(
+        self, request: web.Request, endpoint: str, provider: str = DEFAULT_PROVIDER
+    ) -> web.StreamResponse:
+        """Answer one API request to ``provider``'s ``endpoint`` and count it."""
         model_id = request.match_info.get("model_id")
         counters = self.counters
+        mine = counters.by_provider[provider]
         counters.requests += 1
+        mine.requests += 1
         counters.by_endpoint[endpoint] += 1
-        if endpoint == "events" and model_id is not None:
+        mine.by_endpoint[endpoint] += 1
+        if endpoint == _POLL_ENDPOINT[provider] and model_id is not None:
             counters.by_model[model_id] += 1
-        response = await self._answer(request, endpoint, model_id)
+            mine.by_model[model_id] += 1
+        response = await self._answer(request, endpoint, model_id, provider)
         if response is None:
             counters.connections_reset += 1
+            mine.connections_reset += 1
             return web.Response(status=500)  # never sent: the transport is gone
         counters.by_status_code[str(response.status)] += 1
+        mine.by_status_code[str(response.status)] += 1
+        if provider == DEFAULT_PROVIDER and self.scenario.cohere_deprecation is not None:
+            response.headers.update(self.scenario.cohere_deprecation.headers())
         return response
 
     async def _answer(
-        self, request: web.Request, endpoint: str, model_id: str | None
+        self, request: web.Request, endpoint: str, model_id: str | None, provider: str
     ) -> web.Response | None:
-        key = self._bearer(request)
+        key = self._key(request, provider)
         if key is None:
-            return _error(401, "invalid api token")
-        if self.limiter is not None:
-            wait = self.limiter.admit(key, self.clock.now())
+            return _provider_error(provider, 401, "invalid api token")
+        limiter = self.limiters[provider]
+        if limiter is not None:
+            wait = limiter.admit(key, self.clock.now())
             if wait is not None:
                 self.counters.rate_limited += 1
-                headers = {"Retry-After": str(max(1, math.ceil(wait)))}
-                return _error(429, RATE_LIMIT_MESSAGE, headers=headers)
-        if endpoint not in ENDPOINTS:
-            return _error(404, "not found")
+                self.counters.by_provider[provider].rate_limited += 1
+                seconds = max(1, math.ceil(wait))
+                headers = {"Retry-After": str(seconds)}
+                if provider == "azure-openai":
+                    headers["retry-after-ms"] = str(seconds * 1000)
+                return _provider_error(provider, 429, RATE_LIMIT_MESSAGE, headers=headers)
+        if endpoint not in PROVIDER_ENDPOINTS[provider]:
+            if provider == DEFAULT_PROVIDER:
+                return _error(404, "not found")
+            path = request.path.removeprefix(_PROVIDER_ROOTS[provider])
+            body = dialects.unknown_path_body(provider, request.method, path)
+            return _json(body, status=404)
         if request.method != "GET":
-            return _error(405, f"method {request.method} not allowed")
+            message = f"method {request.method} not allowed"
+            return _provider_error(provider, 405, message, message=message)
+        account = request.match_info.get("account")
+        if account is not None and account != self.scenario.fireworks_account:
+            message = f"permission denied: this API key cannot access accounts/{account}"
+            return _provider_error(provider, 403, message, message=message)
 
-        strikes = self._strikes(endpoint, model_id)
+        strikes = self._strikes(endpoint, model_id, provider)
         kinds = frozenset(fault.kind for fault in strikes)
         if "reset_connection" in kinds:
             _reset(request)
@@ -472,39 +552,121 @@ class Simulation:
                 await asyncio.sleep(fault.delay)
         for fault in strikes:
             if fault.kind in _STATUS_FAULTS:
-                return _status_fault(fault)
+                return self._status_fault(fault, provider, model_id)
 
         try:
-            payload = self._payload(endpoint, model_id, request, kinds)
+            if provider == DEFAULT_PROVIDER:
+                payload = self._payload(endpoint, model_id, request, kinds)
+            else:
+                payload = self._provider_payload(provider, endpoint, model_id, request, kinds)
         except _BadRequest as problem:
             return _error(400, str(problem))
+        except BadRequest as problem:
+            body = problem.body or dialects.error_body(provider, problem.status, str(problem))
+            return _json(body, status=problem.status)
         if isinstance(payload, web.Response):
             return payload
-        return _spoiled(endpoint, payload, kinds)
+        return _spoiled(endpoint, payload, kinds, provider)
 
-    def _bearer(self, request: web.Request) -> str | None:
+    def _key(self, request: web.Request, provider: str) -> str | None:
+        """The accepted key of the request (``api-key`` or Bearer at Azure), else None."""
+        candidates: list[str] = []
+        if provider == "azure-openai":
+            candidates.append(request.headers.get("api-key", "").strip())
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return None
-        if self._api_key is not None and not hmac.compare_digest(
-            token.encode(errors="surrogateescape"), self._api_key
-        ):
-            return None
-        return token
+        if scheme.lower() == "bearer":
+            candidates.append(token.strip())
+        for candidate in candidates:
+            if candidate and (
+                self._api_key is None
+                or hmac.compare_digest(candidate.encode(errors="surrogateescape"), self._api_key)
+            ):
+                return candidate
+        return None
 
-    def _strikes(self, endpoint: str, model_id: str | None) -> list[FaultSpec]:
+    def _strikes(self, endpoint: str, model_id: str | None, provider: str) -> list[FaultSpec]:
         if not self.global_faults and not self.faults_by_model:
             return []
         candidates: list[ActiveFault] = list(self.global_faults)
         if model_id is not None:
-            candidates += self.faults_by_model.get(model_id, ())
+            model = self.models.get(model_id)
+            if model is not None and model.provider == provider:
+                candidates += self.faults_by_model.get(model_id, ())
         strikes: list[FaultSpec] = []
         for fault in candidates:
-            if fault.spec.matches(endpoint, model_id) and fault.strikes():
+            if fault.spec.matches(endpoint, model_id, provider) and fault.strikes():
                 strikes.append(fault.spec)
                 self.counters.faults_applied[fault.spec.kind] += 1
         return strikes
+
+    def _status_fault(self, fault: FaultSpec, provider: str, model_id: str | None) -> web.Response:
+        status, message = _STATUS_FAULTS[fault.kind]
+        headers: dict[str, str] = {}
+        if fault.kind == "http_429" and fault.retry_after is not None:
+            if fault.retry_after == "http-date":
+                moment = datetime.now(UTC) + HTTP_DATE_AHEAD
+                headers["Retry-After"] = format_datetime(moment, usegmt=True)
+            else:
+                headers["Retry-After"] = str(fault.retry_after)
+                if provider in ("openai", "azure-openai"):
+                    headers["retry-after-ms"] = str(fault.retry_after * 1000)
+        if provider == DEFAULT_PROVIDER:
+            if status == 404 and model_id is not None:
+                message = f"finetuned model {model_id} not found"
+            return _error(status, message, headers=headers)
+        if status == 404 and model_id is not None:  # the job is gone
+            code, body = dialects.not_found_body(
+                provider, model_id, self.scenario.fireworks_account
+            )
+            return _json(body, status=code, headers=headers)
+        return _json(dialects.error_body(provider, status), status=status, headers=headers)
+
+    def _view(self, kinds: frozenset[str]) -> View:
+        return View(
+            now=self.clock.now(),
+            start=self.stamper.start,
+            page_cap=self.scenario.page_size_cap,
+            fireworks_account=self.scenario.fireworks_account,
+            kinds=kinds,
+        )
+
+    def _provider_payload(
+        self,
+        provider: str,
+        endpoint: str,
+        model_id: str | None,
+        request: web.Request,
+        kinds: frozenset[str],
+    ) -> dict[str, Any] | web.Response:
+        """Another provider's document (see ``dialects``), or its 404 answer."""
+        view = self._view(kinds)
+        query = request.query
+        models = self.provider_models[provider]
+        if endpoint == "list":
+            if provider in ("openai", "azure-openai"):
+                return dialects.openai_list(models, view, query)
+            if provider == "mistral":
+                return dialects.mistral_list(models, view, query)
+            if provider == "together":
+                return dialects.together_list(models, view)
+            return dialects.fireworks_list(models, view, query)
+        model = self.models.get(model_id or "")
+        if model is None or model.provider != provider or not model.visible(view.now):
+            status, body = dialects.not_found_body(
+                provider, model_id or "", self.scenario.fireworks_account
+            )
+            return _json(body, status=status)
+        if provider in ("openai", "azure-openai"):
+            if endpoint == "events":
+                return dialects.openai_events(model, view, query)
+            return dialects.openai_job(model, view)
+        if provider == "mistral":
+            return dialects.mistral_job(model, view)
+        if provider == "together":
+            if endpoint == "events":
+                return dialects.together_events(model, view)
+            return dialects.together_job(model, view)
+        return dialects.fireworks_job(model, view)
 
     def _payload(
         self, endpoint: str, model_id: str | None, request: web.Request, kinds: frozenset[str]
@@ -515,7 +677,7 @@ class Simulation:
         if endpoint == "list":
             return self._list(now, query, kinds)
         model = self.models.get(model_id or "")
-        if model is None:
+        if model is None or model.provider != DEFAULT_PROVIDER:
             return _error(404, f"finetuned model {model_id} not found")
         if endpoint == "events":
             return self._events(model, now, query, kinds)
@@ -625,9 +787,10 @@ class Simulation:
     def _list(
         self, now: Seconds, query: Mapping[str, str], kinds: frozenset[str]
     ) -> dict[str, Any]:
-        total = len(self.model_list)
+        cohere = self.provider_models[DEFAULT_PROVIDER]
+        total = len(cohere)
         page = self._page(total, query, kinds, descending=self._descending(query))
-        models = [self._model_object(self.model_list[i], now, kinds) for i in page.positions]
+        models = [self._model_object(cohere[i], now, kinds) for i in page.positions]
         if "missing_fields" in kinds:
             return {"finetuned_models": models}
         return {
@@ -679,28 +842,48 @@ def _error(status: int, message: str, *, headers: Mapping[str, str] | None = Non
     return _json({"message": message}, status=status, headers=headers)
 
 
-def _status_fault(fault: FaultSpec) -> web.Response:
-    status, message = _STATUS_FAULTS[fault.kind]
-    headers: dict[str, str] = {}
-    if fault.kind == "http_429" and fault.retry_after is not None:
-        if fault.retry_after == "http-date":
-            moment = datetime.now(UTC) + HTTP_DATE_AHEAD
-            headers["Retry-After"] = format_datetime(moment, usegmt=True)
-        else:
-            headers["Retry-After"] = str(fault.retry_after)
-    return _error(status, message, headers=headers)
+def _provider_error(
+    provider: str,
+    status: int,
+    cohere_message: str,
+    *,
+    message: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """An error in ``provider``'s shape (``message`` or its usual text); Cohere's as before."""
+    if provider == DEFAULT_PROVIDER:
+        return _error(status, cohere_message, headers=headers)
+    return _json(dialects.error_body(provider, status, message), status=status, headers=headers)
 
 
-def _spoiled(endpoint: str, payload: dict[str, Any], kinds: frozenset[str]) -> web.Response:
+# Where each provider's payload keeps its list, for wrong_shape.
+_LIST_KEYS: Final[dict[str, str]] = {
+    "openai": "data",
+    "azure-openai": "data",
+    "mistral": "data",
+    "together": "data",
+    "fireworks": "supervisedFineTuningJobs",
+}
+
+
+def _spoiled(
+    endpoint: str, payload: dict[str, Any], kinds: frozenset[str], provider: str = "cohere"
+) -> web.Response:
     """Apply the body faults to a good payload."""
     if "wrong_content_type" in kinds:
         return web.Response(text=_HTML_PAGE, content_type="text/html")
     if "malformed_json" in kinds:
-        return web.Response(body=_MALFORMED_JSON, content_type="application/json")
+        if provider == DEFAULT_PROVIDER:
+            return web.Response(body=_MALFORMED_JSON, content_type="application/json")
+        text = json.dumps(payload, separators=(",", ":")).encode()
+        return web.Response(body=text[: max(1, len(text) // 2)], content_type="application/json")
     document: dict[str, Any] | list[Any] = payload
     if "wrong_shape" in kinds:
         # A string where a list belongs, or a list where an object belongs.
-        key = _PAYLOAD_KEYS.get(endpoint)
+        if provider == DEFAULT_PROVIDER:
+            key = _PAYLOAD_KEYS.get(endpoint)
+        else:
+            key = _LIST_KEYS[provider] if endpoint in ("list", "events") else None
         document = {key: "nope"} if key else [payload]
     if "huge_body" in kinds:
         padded: dict[str, Any] = (
@@ -813,6 +996,51 @@ _API_ROUTES: Final[tuple[tuple[str, str], ...]] = (
     ("metrics", "/v1/finetuning/finetuned-models/{model_id}/training-step-metrics"),
     ("model", "/v1/finetuning/finetuned-models/{model_id}"),
 )
+_OPENAI_PATHS: Final[tuple[tuple[str, str], ...]] = (
+    ("list", "/fine_tuning/jobs"),
+    ("model", "/fine_tuning/jobs/{model_id}"),
+    ("events", "/fine_tuning/jobs/{model_id}/events"),
+)
+#: Every other provider: (name, URL prefix = the base URL a client uses, its routes).
+#: Paths are the SDK's, appended to the base URL the way each official SDK does.
+PROVIDER_ROUTES: Final[tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...]] = (
+    ("openai", "/openai/v1", _OPENAI_PATHS),
+    ("azure-openai", "/azure/openai/v1", _OPENAI_PATHS),
+    (
+        "mistral",
+        "/mistral",
+        (("list", "/v1/fine_tuning/jobs"), ("model", "/v1/fine_tuning/jobs/{model_id}")),
+    ),
+    (
+        "together",
+        "/together",
+        (
+            ("list", "/v1/fine-tunes"),
+            ("model", "/v1/fine-tunes/{model_id}"),
+            ("events", "/v1/fine-tunes/{model_id}/events"),
+        ),
+    ),
+    (
+        "fireworks",
+        "/fireworks",
+        (
+            ("list", "/v1/accounts/{account}/supervisedFineTuningJobs"),
+            ("model", "/v1/accounts/{account}/supervisedFineTuningJobs/{model_id}"),
+        ),
+    ),
+)
+#: What to append to the simulator's URL to get each provider's base URL (SDK convention).
+PROVIDER_BASE_PATHS: Final[dict[str, str]] = {"cohere": ""} | {
+    provider: prefix for provider, prefix, _ in PROVIDER_ROUTES
+}
+# Each provider's own first path segment: anything under it not routed is that provider's 404.
+_PROVIDER_ROOTS: Final[dict[str, str]] = {
+    "openai": "/openai",
+    "azure-openai": "/azure",
+    "mistral": "/mistral",
+    "together": "/together",
+    "fireworks": "/fireworks",
+}
 
 
 def build_app(scenario: Scenario, *, clock: Callable[[], float] | None = None) -> web.Application:
@@ -829,14 +1057,23 @@ def build_app(scenario: Scenario, *, clock: Callable[[], float] | None = None) -
         method, path = route.split(" ")
         app.router.add_route(method, path, handler)
 
-    def api_handler(endpoint: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def api_handler(
+        endpoint: str, provider: str = DEFAULT_PROVIDER
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
-            return await sim.handle(request, endpoint)
+            return await sim.handle(request, endpoint, provider)
 
         return handle
 
     for endpoint, path in _API_ROUTES:
         app.router.add_route("*", path, api_handler(endpoint), name=endpoint)
+    for provider, prefix, routes in PROVIDER_ROUTES:
+        for endpoint, path in routes:
+            name = f"{provider}:{endpoint}"
+            app.router.add_route("*", prefix + path, api_handler(endpoint, provider), name=name)
+        root = _PROVIDER_ROOTS[provider]
+        for tail in (root, root + "/{tail:.*}"):
+            app.router.add_route("*", tail, api_handler("other", provider))
 
     async def elsewhere(request: web.Request) -> web.StreamResponse:
         if request.path.startswith("/_sim/"):
@@ -854,6 +1091,10 @@ class RunningSimulator:
     base_url: str
     port: int
     simulation: Simulation
+
+    def provider_url(self, provider: str) -> str:
+        """The base URL a client of ``provider`` uses (e.g. ``http://HOST:PORT/openai/v1``)."""
+        return self.base_url + PROVIDER_BASE_PATHS[provider]
 
     def stats(self) -> dict[str, Any]:
         """The same document as ``GET /_sim/stats``."""
