@@ -27,9 +27,9 @@ import anyio
 
 from tests.conftest import SIM_KEY, base_config, daemon, wait_until, write_config
 from tests.receivers import WebhookReceiver, webhook_receiver
-from watcher.lifecycle import FAILED, FINETUNING, QUEUED, READY
+from watcher.providers.cohere import FAILED, FINETUNING, QUEUED, READY
 from watcher.simulator import RunningSimulator, Scenario, running_simulator
-from watcher.store import Store
+from watcher.store.sqlite import SqliteStore
 
 MODELS = 30
 PER_STEP = 2  # models finishing at each step of the simulator clock
@@ -166,9 +166,13 @@ class TestKillNine:
                 assert match is not None
                 word = expected[match.group(0)]
                 assert word in message["title"], message["title"]
-            with Store.open_readonly(state) as store:
-                counts = store.outbox_counts()
+            store = await SqliteStore.open_readonly(state)
+            try:
+                counts = await store.outbox_counts()
                 assert (counts.pending, counts.given_up) == (0, 0)
                 assert counts.done == MODELS  # one outbox row per transition, never two
-                statuses = {r.state.model_id: r.state.status for r in store.model_records()}
+                records = await store.model_records()
+            finally:
+                await store.aclose()
+            statuses = {r.state.model_id: r.state.status for r in records}
             assert statuses == {model_id(i): FAILED if i % 3 == 0 else READY for i in range(MODELS)}

@@ -1,4 +1,5 @@
-"""The Watcher in-process against the simulator: enrichment, discovery, stuck warnings, reload.
+"""The Watcher in-process against the simulator: enrichment, discovery, stuck warnings, reload
+(what reloads live and what needs a restart, key by key).
 
 Each test builds a real Watcher (real Store file, real HTTP client, real apprise
 delivery to a webhook receiver) and drives it poll by poll, with the simulator's
@@ -14,18 +15,34 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from tests.conftest import SIM_KEY, base_config, daemon, wait_until, write_config
 from tests.receivers import webhook_receiver
 from watcher.daemon import Watcher, open_watcher
 from watcher.errors import ConfigError
-from watcher.lifecycle import FAILED, FINETUNING, QUEUED, READY
-from watcher.settings import Settings, load_settings, resolve_api_key
-from watcher.simulator import Scenario, running_simulator
+from watcher.lifecycle import ModelKey
+from watcher.providers.cohere import FAILED, FINETUNING, QUEUED, READY
+from watcher.settings import (
+    PROVIDER_NAMES,
+    RESTART_ONLY_KEYS,
+    Settings,
+    load_settings,
+    resolve_api_keys,
+    restart_only_changes,
+    section_name,
+)
+from watcher.simulator import RunningSimulator, Scenario, running_simulator
 from watcher.store import Store
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def key(model_id: str) -> ModelKey:
+    """How the daemon names a Cohere model."""
+    return ModelKey("cohere", model_id)
 
 
 class Clock:
@@ -50,8 +67,8 @@ async def watcher_for(
     settings: Settings, *, now: Clock | None = None
 ) -> AsyncIterator[tuple[Watcher, Store]]:
     """A Watcher opened as ``serve`` opens it, minus the loops: the test drives it."""
-    api_key = resolve_api_key(settings, {"CO_API_KEY": SIM_KEY})
-    async with open_watcher(settings, api_key, now=now or Clock(START), rand=lambda: 0.5) as w:
+    api_keys = resolve_api_keys(settings, {"CO_API_KEY": SIM_KEY})
+    async with open_watcher(settings, api_keys, now=now or Clock(START), rand=lambda: 0.5) as w:
         yield w, w.store
 
 
@@ -89,7 +106,7 @@ class TestEnrichment:
             async with watcher_for(load_settings(path)) as (watcher, _):
                 sim.advance(10)
                 await poll_all(watcher)  # first sight: no name configured -> fetched
-                assert watcher.models["m-ready"].label == "support-classifier"
+                assert watcher.models[key("m-ready")].label == "support-classifier"
                 sim.advance(60)
                 await poll_all(watcher)
                 await watcher.deliver_once()
@@ -127,7 +144,7 @@ class TestUnchangedAnswers:
         async with running_simulator(scn) as sim, webhook_receiver() as hook:
             path = settings_file(tmp_path, sim.base_url, ["u-1"], [hook.url])
             async with watcher_for(load_settings(path)) as (watcher, _):
-                model = watcher.models["u-1"]
+                model = watcher.models[key("u-1")]
                 sim.advance(1)
                 await poll_all(watcher)
                 first_digest, first_state = model.digest, model.state
@@ -191,12 +208,12 @@ class TestDiscovery:
             async with watcher_for(load_settings(path)) as (watcher, store):
                 sim.advance(1)
                 added = await watcher.discover_once()
-                assert sorted(added) == ["d-1", "d-5"]
+                assert sorted(added) == [key("d-1"), key("d-5")]
                 sim.add_model({"id": "d-6", "name": "prod-new", "timeline": [[0, QUEUED]]})
-                assert await watcher.discover_once() == ["d-6"]
+                assert await watcher.discover_once() == [key("d-6")]
                 assert await watcher.discover_once() == []
                 await poll_all(watcher)
-                records = {r.state.model_id: r for r in store.model_records()}
+                records = {r.state.model_id: r for r in await store.model_records()}
                 assert records["d-1"].discovered
                 assert records["d-1"].name == "prod-classifier"
 
@@ -207,11 +224,11 @@ class TestDiscovery:
             path = settings_file(tmp_path, sim.base_url, [], [hook.url], discover={"enabled": True})
             async with watcher_for(load_settings(path)) as (watcher, _):
                 sim.advance(1)
-                assert await watcher.discover_once() == ["d-1"]
+                assert await watcher.discover_once() == [key("d-1")]
                 await poll_all(watcher)
             sim.advance(200)  # READY now: discovery alone would skip a settled model
             async with watcher_for(load_settings(path)) as (watcher, _):
-                assert "d-1" in watcher.models
+                assert key("d-1") in watcher.models
                 await poll_all(watcher)
                 await watcher.deliver_once()
         (message,) = hook.messages
@@ -253,7 +270,7 @@ class TestStuckWarnings:
 
 
 class TestReload:
-    async def test_apply_settings_adds_removes_and_keeps_state(self, tmp_path: Path) -> None:
+    async def test_reload_adds_removes_and_keeps_state(self, tmp_path: Path) -> None:
         """A reload watches added models, drops removed ones, and keeps pending notices."""
         scn = scenario(
             [
@@ -272,13 +289,13 @@ class TestReload:
                 await poll_all(watcher)
                 await watcher.deliver_once()  # fails: stays pending
                 settings_file(tmp_path, sim.base_url, ["r-1", "r-3"], [hook.url])
-                added, removed = watcher.apply_settings(load_settings(path))
-                assert (added, removed) == (["r-3"], ["r-2"])
-                assert set(watcher.models) == {"r-1", "r-3"}
-                assert store.outbox_counts().pending == 1
+                added, removed = await watcher.reload(load_settings(path))
+                assert (added, removed) == ([key("r-3")], [key("r-2")])
+                assert set(watcher.models) == {key("r-1"), key("r-3")}
+                assert (await store.outbox_counts()).pending == 1
                 hook.recover()
                 # The retry is scheduled after the (fixed) wall clock: make it due now.
-                store.pull_forward_retries(START)
+                await store.pull_forward_retries(START)
                 assert (await watcher.deliver_once()).delivered == 1
         assert len(hook.messages) == 1
         assert "r-1" in hook.messages[0]["title"] + hook.messages[0]["message"]
@@ -315,3 +332,191 @@ class TestReload:
                 await wait_until(lambda: polls("h-3") >= h3_now + 2, what="still watching")
                 proc.send(signal.SIGTERM)
                 assert await proc.wait_exit(5) == 0
+
+
+# --- What a reload changes, key by key ---------------------------------------------------------
+
+#: The settings sections of the providers: their keys reload live, except the key itself.
+PROVIDER_SECTIONS = {section_name(name) for name in PROVIDER_NAMES}
+PROVIDER_KEYS = {
+    f"{section}.{key}"
+    for section in PROVIDER_SECTIONS
+    for key in getattr(Settings.model_fields[section].annotation, "model_fields", {})
+}
+#: Every settings key, by how a reload treats it. A new key outside the provider sections
+#: fails ``test_every_key_is_classified`` until it is put in one of the two sets.
+RESTART_ONLY = {
+    "state.path",
+    "state.url",
+    "state.password_file",
+    "state.lease_ttl",
+    "health.listen",
+    *(f"{section}.{key}" for section in PROVIDER_SECTIONS for key in ("api_key", "api_key_file")),
+}
+LIVE = {
+    "models",
+    *(PROVIDER_KEYS - RESTART_ONLY),
+    *(f"poll.{k}" for k in ("interval", "settled_interval", "concurrency", "jitter")),
+    "poll.max_requests_per_minute",
+    "poll.backoff_cap",
+    *(f"notify.{k}" for k in ("urls", "on", "ops_urls", "give_up_after", "unreachable_after")),
+    *(f"notify.{k}" for k in ("timeout", "dashboard_url", "title", "body", "templates")),
+    "notify.format",
+    "notify.stuck_after",
+    *(f"discover.{k}" for k in ("enabled", "include", "exclude", "interval")),
+}
+#: Unequal to anything: the changed value of every key (the classification is pure data).
+CHANGED = object()
+
+
+def settings_keys() -> set[str]:
+    keys = set()
+    for section, field in Settings.model_fields.items():
+        inner = getattr(field.annotation, "model_fields", None)
+        keys |= {f"{section}.{k}" for k in inner} if inner else {section}
+    return keys
+
+
+def with_changed(settings: Settings, dotted: str) -> Settings:
+    """``settings`` with ``dotted`` set to a new value (no validation: a pure table)."""
+    if dotted == "models":
+        return settings.model_copy(update={"models": []})
+    section, _, key = dotted.partition(".")
+    inner = getattr(settings, section).model_copy(update={key: CHANGED})
+    return settings.model_copy(update={section: inner})
+
+
+class TestReloadKeys:
+    def test_every_key_is_classified(self) -> None:
+        """Every settings key is either live or restart-only, and the code agrees on which."""
+        assert settings_keys() == LIVE | RESTART_ONLY
+        assert not LIVE & RESTART_ONLY
+        assert set(RESTART_ONLY_KEYS) == RESTART_ONLY
+
+    @pytest.mark.parametrize("dotted", sorted(LIVE | RESTART_ONLY))
+    def test_change_of_one_key(self, tmp_path: Path, dotted: str) -> None:
+        """restart_only_changes names a changed key exactly when it needs a restart."""
+        old = load_settings(write_config(tmp_path / "w.yaml", {"models": ["m"]}), environ={})
+        new = with_changed(old, dotted)
+        assert new != old
+        assert restart_only_changes(old, new) == ([dotted] if dotted in RESTART_ONLY else [])
+        assert restart_only_changes(old, old) == []
+
+
+def reload_settings(tmp_path: Path, base_url: str, models: list[Any], **sections: Any) -> Settings:
+    config = base_config(base_url, tmp_path, models, [], max_requests_per_minute=60_000)
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    return load_settings(write_config(tmp_path / "watcher.yaml", config), environ={})
+
+
+class TestReloadLive:
+    async def test_new_format_is_sent_as_such(self, tmp_path: Path) -> None:
+        """notify.format text -> html: the next notice is rendered and sent as HTML."""
+        scn = scenario([{"id": "f-1", "name": "a&b", "timeline": [[0, QUEUED], [10, READY]]}])
+        async with running_simulator(scn) as sim, webhook_receiver() as hook:
+            # A target that wants text: apprise converts an HTML body, and passes text as is.
+            target = f"{hook.url}?format=text"
+            settings = reload_settings(tmp_path, sim.base_url, ["f-1"], notify={"urls": [target]})
+            async with watcher_for(settings) as (watcher, store):
+                sim.advance(1)
+                await poll_all(watcher)
+                html = settings.notify.model_copy(update={"format": "html"})
+                await watcher.reload(settings.model_copy(update={"notify": html}))
+                sim.advance(20)
+                await poll_all(watcher)
+                (item,) = await store.due_notifications(START + timedelta(days=1))
+                message = watcher.render(item)
+                assert (message.body_format, "a&amp;b" in message.body) == ("html", True)
+                assert (await watcher.deliver_once()).delivered == 1
+        # Sent as HTML, apprise turned it into text for this target: no markup, entities decoded.
+        (received,) = hook.messages
+        assert "<br>" not in received["message"]
+        assert "a&b" in received["message"]
+
+    async def test_new_budget_is_enforced(self, tmp_path: Path) -> None:
+        """poll.max_requests_per_minute 60000 -> 120: the pacer spaces requests 0.5 s apart."""
+        scn = scenario([{"id": m, "timeline": [[0, QUEUED]]} for m in ("b-1", "b-2", "b-3")])
+        async with running_simulator(scn) as sim:
+            settings = reload_settings(tmp_path, sim.base_url, ["b-1", "b-2", "b-3"])
+            async with watcher_for(settings) as (watcher, _):
+                await poll_all(watcher)
+                poll = settings.poll.model_copy(update={"max_requests_per_minute": 120})
+                await watcher.reload(settings.model_copy(update={"poll": poll}))
+                assert watcher.clients["cohere"].pacer.per_minute == 120
+                started = anyio.current_time()
+                await poll_all(watcher)
+                assert anyio.current_time() - started >= 0.95  # 3 requests, 0.5 s apart
+                gauge = "finetune_watcher_request_budget_per_minute"
+                assert watcher.metrics.registry.get_sample_value(gauge) == 120
+
+    async def test_new_base_url_and_timeout_are_used(self, tmp_path: Path) -> None:
+        """cohere.base_url and cohere.timeout: the next poll goes to the new API, bounded anew."""
+        first = scenario([{"id": "u-1", "timeline": [[0, QUEUED]]}])
+        slow = {"kind": "slow", "model": "u-1", "delay": 1.0, "times": None}
+        second = scenario([{"id": "u-1", "timeline": [[0, FINETUNING]]}], faults=[slow])
+        async with running_simulator(first) as old, running_simulator(second) as new:
+            settings = reload_settings(tmp_path, old.base_url, ["u-1"])
+            async with watcher_for(settings) as (watcher, _):
+                assert await poll_all_ok(watcher)
+                cohere = settings.cohere.model_copy(update={"base_url": new.base_url})
+                await watcher.reload(settings.model_copy(update={"cohere": cohere}))
+                assert await poll_all_ok(watcher)  # slow, but within the 5 s timeout
+                assert new.stats()["by_model"]["u-1"] == 1
+                assert watcher.models[key("u-1")].status == FINETUNING
+                quick = cohere.model_copy(update={"timeout": 0.3})
+                await watcher.reload(settings.model_copy(update={"cohere": quick}))
+                assert not await poll_all_ok(watcher)
+                assert old.stats()["by_model"]["u-1"] == 1
+
+    async def test_new_concurrency_is_used(self, tmp_path: Path) -> None:
+        """poll.concurrency 1 -> 4 while running: four slow polls are in flight at once."""
+        models = [f"c-{n}" for n in range(8)]
+        slow = {"kind": "slow", "delay": 0.4, "times": None}
+        scn = scenario([{"id": m, "timeline": [[0, QUEUED]]} for m in models], faults=[slow])
+        async with running_simulator(scn) as sim:
+            settings = reload_settings(tmp_path, sim.base_url, models, poll={"concurrency": 1})
+            async with watcher_for(settings) as (watcher, _), anyio.create_task_group() as tg:
+                await tg.start(lambda *, task_status: watcher.run(task_status=task_status))
+                await anyio.sleep(1.0)
+                before = polls(sim)
+                await anyio.sleep(1.2)
+                serial = polls(sim) - before
+                poll = settings.poll.model_copy(update={"concurrency": 4})
+                await watcher.reload(settings.model_copy(update={"poll": poll}))
+                await anyio.sleep(0.5)
+                before = polls(sim)
+                await anyio.sleep(1.2)
+                parallel = polls(sim) - before
+                watcher.stop()
+        assert serial <= 4
+        assert parallel >= 2.5 * serial
+
+    async def test_restart_only_keys_keep_their_value_with_one_warning(
+        self, tmp_path: Path
+    ) -> None:
+        """state.path and health.listen changed: one warning naming both; the rest applies."""
+        scn = scenario([{"id": m, "timeline": [[0, QUEUED]]} for m in ("k-1", "k-2")])
+        async with running_simulator(scn) as sim:
+            settings = reload_settings(tmp_path, sim.base_url, ["k-1"])
+            async with watcher_for(settings) as (watcher, _):
+                changed = reload_settings(
+                    tmp_path, sim.base_url, ["k-1", "k-2"], health={"listen": "127.0.0.1:0"}
+                )
+                state = changed.state.model_copy(update={"path": tmp_path / "other.db"})
+                with capture_logs() as logs:
+                    await watcher.reload(changed.model_copy(update={"state": state}))
+                (warning,) = [e for e in logs if e["log_level"] == "warning"]
+                assert warning["keys"] == ["state.path", "health.listen"]
+                assert watcher.settings.state.path == settings.state.path
+                assert watcher.settings.health.listen is None
+                assert set(watcher.models) == {key("k-1"), key("k-2")}
+
+
+def polls(sim: RunningSimulator) -> int:
+    """Event requests answered so far (polls; enrichment requests not counted)."""
+    return sum(sim.stats()["by_model"].values())
+
+
+async def poll_all_ok(watcher: Watcher) -> bool:
+    return all([await watcher.poll_model(m) for m in list(watcher.models.values())])

@@ -16,20 +16,20 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
-from watcher.daemon import Progress
 from watcher.errors import WatcherError
 from watcher.health import (
     DEFAULT_HEALTHCHECK_URL,
     HealthServer,
     healthcheck,
     healthcheck_url,
-    is_loopback,
     liveness,
     readiness,
     round_deadline,
 )
-from watcher.metrics import Metrics
-from watcher.settings import Settings, load_settings
+from watcher.metrics import Metrics, status_label
+from watcher.progress import Progress
+from watcher.providers.cohere import COHERE_SCHEME
+from watcher.settings import Settings, is_loopback, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +46,11 @@ def make_settings(tmp_path: Path, **poll: Any) -> Settings:
     return load_settings(config, environ={})
 
 
+def deadline_of(settings: Settings) -> float:
+    """The round deadline the daemon computes for ``settings`` (timeout: cohere's)."""
+    return round_deadline(settings.poll, request_timeout=settings.cohere.timeout)
+
+
 @dataclass
 class FakeWatcher:
     """The facts a Watcher exposes, set by hand: a real Progress, Metrics and Settings."""
@@ -56,10 +61,14 @@ class FakeWatcher:
     db_ok: bool = True
     db_error: Exception | None = None
 
+    @property
+    def round_deadline(self) -> float:
+        return deadline_of(self.settings)
+
     def status_line(self) -> str:
         return "watching 2 models, 1 in progress"
 
-    def database_ok(self) -> bool:
+    async def database_ok(self) -> bool:
         if self.db_error is not None:
             raise self.db_error
         return self.db_ok
@@ -213,16 +222,16 @@ class TestReadiness:
 
 class TestRules:
     def test_round_deadline_covers_the_slowest_interval(self, tmp_path: Path) -> None:
-        """max(3 × interval, 60 s, settled round + interval) + cohere.timeout."""
-        assert round_deadline(make_settings(tmp_path)) == 100 + 10 + 5
+        """max(3 × interval, 60 s, settled round + interval) + the request timeout."""
+        assert deadline_of(make_settings(tmp_path)) == 100 + 10 + 5
         fast = make_settings(tmp_path, settled_interval=2, interval=1)
-        assert round_deadline(fast) == 60 + 5
+        assert deadline_of(fast) == 60 + 5
         slow = make_settings(tmp_path, settled_interval=60, interval=50)
-        assert round_deadline(slow) == 150 + 5
+        assert deadline_of(slow) == 150 + 5
 
     def test_round_deadline_allows_for_jitter(self, tmp_path: Path) -> None:
         """Jitter can delay the slowest model by that fraction."""
-        assert round_deadline(make_settings(tmp_path, jitter=0.1)) == pytest.approx(110 + 10 + 5)
+        assert deadline_of(make_settings(tmp_path, jitter=0.1)) == pytest.approx(110 + 10 + 5)
 
     async def test_verdicts_are_plain_data(self, tmp_path: Path) -> None:
         """The rules are pure functions of the facts and the time."""
@@ -231,7 +240,8 @@ class TestRules:
         assert (alive.healthy, alive.http_status) == (True, 200)
         dead = liveness(progress, now=131.0, listening_since=0.0, stale_after=30.0)
         assert (dead.healthy, dead.http_status) == (False, 503)
-        ready = readiness(progress, make_settings(tmp_path), database_ok=True, now=200.0)
+        deadline = deadline_of(make_settings(tmp_path))
+        ready = readiness(progress, deadline=deadline, database_ok=True, now=200.0)
         assert ready.healthy
         assert ready.body["status"] == "ready"
 
@@ -258,7 +268,10 @@ class TestRules:
 class TestMetrics:
     async def test_prometheus_text_of_the_registry(self, served: Served) -> None:
         """/metrics serves the watcher's registry in the Prometheus text format."""
-        served.source.metrics.watch_statuses(lambda: [("m1", "STATUS_READY"), ("m2", None)])
+        known = COHERE_SCHEME.known
+        served.source.metrics.watch_statuses(
+            lambda: [("m1", status_label("STATUS_READY", known)), ("m2", status_label(None, known))]
+        )
         served.source.metrics.polls.labels("ok").inc(3)
         async with served.http.get(served.base_url + "/metrics") as response:
             assert response.status == 200

@@ -1,4 +1,5 @@
-"""Tests of ``watcher.notify``: rendering, sending to real receivers, and the outbox loop.
+"""Tests of ``watcher.messages``, ``watcher.notify`` and ``watcher.outbox``: rendering,
+sending to real receivers, and the outbox loop.
 
 Receivers are real servers on loopback (``tests/receivers.py``), the store a real
 SQLite file; time is driven by passing ``now``, never by sleeping.
@@ -7,8 +8,9 @@ SQLite file; time is driven by passing ``now``, never by sleeping.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,38 +20,34 @@ import structlog
 from structlog.testing import capture_logs
 
 from tests.receivers import refused_url, smtp_receiver, webhook_receiver
-from watcher.lifecycle import (
+from watcher import messages
+from watcher.lifecycle import Event, Notice, observe
+from watcher.messages import Message, format_duration
+from watcher.notify import Notifier, Target, TargetResult, make_target
+from watcher.outbox import DeliveryRound, deliver_due
+from watcher.providers.cohere import (
+    COHERE_SCHEME,
     DELETED,
     DEPLOYING_API,
     FAILED,
     FINETUNING,
     QUEUED,
     READY,
-    Event,
-    Notice,
-    observe,
-)
-from watcher.notify import (
-    DeliveryRound,
-    Message,
-    Notifier,
-    Target,
-    TargetResult,
-    deliver_due,
-    format_duration,
-    human_status,
-    make_target,
-    notice_fields,
-    render_notice,
 )
 from watcher.redact import SECRETS
 from watcher.store import OutboxItem, Store
+from watcher.store.sqlite import SqliteStore
 from watcher.templates import PLACEHOLDERS, TemplateError, render_template, template_problems
 
 DASHBOARD = "https://dashboard.cohere.com/fine-tuning/{model_id}"
 MODEL = "7a317d97-4d05-427d-9396-f31b9fb92c55"
 T0 = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
 HOUR = 3600.0
+
+# Rendering as the daemon does it for a Cohere model.
+render_notice = partial(messages.render_notice, scheme=COHERE_SCHEME, provider_title="Cohere")
+notice_fields = partial(messages.notice_fields, scheme=COHERE_SCHEME)
+human_status = partial(messages.human_status, scheme=COHERE_SCHEME)
 
 
 # A target that raises inside apprise, with a secret in the exception text.
@@ -80,23 +78,26 @@ def notice(
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "state.db") as opened:
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await SqliteStore.open(tmp_path / "state.db")
+    try:
         yield opened
+    finally:
+        await opened.aclose()
 
 
-def queue_ready(store: Store, model_id: str = MODEL, at: datetime = T0) -> int:
+async def queue_ready(store: Store, model_id: str = MODEL, at: datetime = T0) -> int:
     """Put one READY notice in the outbox the way the daemon does: via an observation."""
     events = [
         Event(QUEUED, at - timedelta(hours=2)),
         Event(FINETUNING, at - timedelta(hours=1, minutes=50)),
         Event(READY, at - timedelta(minutes=1)),
     ]
-    previous = observe(None, model_id, events[:2])
-    store.record_observation(previous.state, (), polled_at=at - timedelta(minutes=5))
-    observation = observe(previous.state, model_id, events)
+    previous = observe(None, model_id, events[:2], scheme=COHERE_SCHEME)
+    await store.record_observation(previous.state, (), polled_at=at - timedelta(minutes=5))
+    observation = observe(previous.state, model_id, events, scheme=COHERE_SCHEME)
     assert len(observation.notices) == 1
-    (outbox_id,) = store.record_observation(
+    (outbox_id,) = await store.record_observation(
         observation.state, observation.notices, polled_at=at, name="support-classifier"
     )
     return outbox_id
@@ -469,7 +470,7 @@ class TestNotifier:
             await notifier.send(Message("warm", "up", "info"), [good])
             started = time.monotonic()
 
-            def note(result: TargetResult) -> None:
+            async def note(result: TargetResult) -> None:
                 finished[result.target.label] = time.monotonic() - started
 
             results = await notifier.send(Message("t", "b", "info"), [bad, good], on_result=note)
@@ -496,12 +497,12 @@ class TestNotifier:
             assert len(hook.requests) == 1
         await notifier.aclose()
 
-    def test_rejects_nonsense_settings(self) -> None:
-        """A non-positive timeout or an unknown body format is refused at construction."""
+    async def test_rejects_nonsense_settings(self) -> None:
+        """A non-positive timeout is refused at construction, an unknown body format at send."""
         with pytest.raises(ValueError, match="timeout"):
             Notifier(timeout=0)
         with pytest.raises(ValueError, match="body_format"):
-            Notifier(body_format="rtf")
+            await Notifier().send(Message("t", "b", "info", body_format="rtf"), [])
 
 
 class TestDeliverDue:
@@ -510,7 +511,7 @@ class TestDeliverDue:
     ) -> None:
         """Round 1: one target fails; round 2 (after its backoff): only that one is sent again."""
         notifier = Notifier(timeout=5)
-        outbox_id = queue_ready(store)
+        outbox_id = await queue_ready(store)
         async with webhook_receiver() as ok_hook, webhook_receiver() as flaky:
             flaky.fail_with(500)
             targets = fixed_targets(make_target(ok_hook.url), make_target(flaky.url))
@@ -518,7 +519,7 @@ class TestDeliverDue:
                 "targets_for": targets,
                 "render": render_item,
                 "give_up_after": 24 * HOUR,
-                "retry_base": 30.0,
+                "retry_first": 30.0,
                 "rand": rand_half,
             }
 
@@ -526,24 +527,26 @@ class TestDeliverDue:
             assert first == DeliveryRound(delivered=0, failed=1, given_up=0, skipped_no_targets=0)
             assert len(ok_hook.messages) == 1
             assert [r.answered for r in flaky.requests] == [500]
-            assert store.delivered_targets(outbox_id) == {make_target(ok_hook.url).key}
-            (pending,) = store.due_notifications(T0 + timedelta(hours=1))
+            assert await store.delivered_targets(outbox_id) == {make_target(ok_hook.url).key}
+            (pending,) = await store.due_notifications(T0 + timedelta(hours=1))
             assert pending.attempts == 1
             assert pending.last_error == f"{make_target(flaky.url).label}: HTTP 500"
 
-            # Not due before its backoff (30 s * 0.5) has passed.
+            # Not due before its backoff (30 s * 0.75: equal jitter) has passed.
             early = await deliver_due(store, notifier, now=T0 + timedelta(seconds=10), **kwargs)
             assert early == DeliveryRound(0, 0, 0, 0)
             assert len(flaky.requests) == 1
 
             flaky.recover()
-            second = await deliver_due(store, notifier, now=T0 + timedelta(seconds=15), **kwargs)
+            early = await deliver_due(store, notifier, now=T0 + timedelta(seconds=22), **kwargs)
+            assert early == DeliveryRound(0, 0, 0, 0)
+            second = await deliver_due(store, notifier, now=T0 + timedelta(seconds=23), **kwargs)
             assert second == DeliveryRound(delivered=1, failed=0, given_up=0, skipped_no_targets=0)
             (message,) = flaky.messages
             assert message["title"] == "✅ support-classifier is ready"
             assert message["type"] == "success"
             assert len(ok_hook.messages) == 1  # not sent twice
-            assert store.outbox_counts().done == 1
+            assert (await store.outbox_counts()).done == 1
 
             third = await deliver_due(store, notifier, now=T0 + timedelta(hours=1), **kwargs)
             assert third == DeliveryRound(0, 0, 0, 0)
@@ -555,10 +558,10 @@ class TestDeliverDue:
     ) -> None:
         """Every target recorded as delivered (crash before mark_done): done, nothing sent."""
         notifier = Notifier(timeout=5)
-        outbox_id = queue_ready(store)
+        outbox_id = await queue_ready(store)
         async with webhook_receiver() as hook:
             target = make_target(hook.url)
-            store.mark_delivered(outbox_id, target.key, T0)
+            await store.mark_delivered(outbox_id, target.key, T0)
             result = await deliver_due(
                 store,
                 notifier,
@@ -569,13 +572,13 @@ class TestDeliverDue:
             )
             assert result == DeliveryRound(delivered=1, failed=0, given_up=0, skipped_no_targets=0)
             assert hook.requests == []
-        assert store.outbox_counts().done == 1
+        assert (await store.outbox_counts()).done == 1
 
     async def test_a_dead_target_is_tried_once_per_round(self, store: Store) -> None:
         """With several items due, a target that failed is not tried again in the same round."""
         notifier = Notifier(timeout=5)
         for n in range(3):
-            store.enqueue_message(
+            await store.enqueue_message(
                 kind="ops", title=f"t{n}", body="b", notify_type="warning", created_at=T0
             )
         async with webhook_receiver() as ok_hook, webhook_receiver() as down:
@@ -592,7 +595,7 @@ class TestDeliverDue:
             assert result == DeliveryRound(delivered=0, failed=3, given_up=0, skipped_no_targets=0)
             assert [m["title"] for m in ok_hook.messages] == ["t0", "t1", "t2"]
             assert len(down.requests) == 1
-        later = store.due_notifications(T0 + timedelta(hours=1))
+        later = await store.due_notifications(T0 + timedelta(hours=1))
         assert [item.last_error for item in later[1:]] == [
             f"{make_target(down.url).label}: not tried: HTTP 503 earlier in this round"
         ] * 2
@@ -600,7 +603,7 @@ class TestDeliverDue:
     async def test_refused_and_hanging_targets_count_as_failures(self, store: Store) -> None:
         """Connection refused and a timeout are failures; the healthy target still gets it."""
         notifier = Notifier(timeout=1.0)
-        queue_ready(store)
+        await queue_ready(store)
         async with webhook_receiver() as ok_hook, webhook_receiver() as stuck:
             stuck.hang()
             with capture_logs() as logs:
@@ -622,7 +625,7 @@ class TestDeliverDue:
     async def test_clock_jumping_forward_does_not_abandon_the_outbox(self, store: Store) -> None:
         """A first attempt long past the deadline (wall clock jumped) is retried, not given up."""
         notifier = Notifier(timeout=5)
-        queue_ready(store)
+        await queue_ready(store)
         target = make_target(refused_url())
         result = await deliver_due(
             store,
@@ -635,18 +638,18 @@ class TestDeliverDue:
         )
         assert result.given_up == 0
         assert result.failed == 1
-        assert store.outbox_counts().pending == 1
+        assert (await store.outbox_counts()).pending == 1
 
     async def test_gives_up_after_the_deadline(self, store: Store) -> None:
         """An item still undelivered give_up_after after its creation is given up and logged."""
         notifier = Notifier(timeout=5)
-        outbox_id = queue_ready(store)
+        outbox_id = await queue_ready(store)
         target = make_target(refused_url())
         kwargs: dict[str, Any] = {
             "targets_for": fixed_targets(target),
             "render": render_item,
             "give_up_after": 2 * HOUR,
-            "retry_base": HOUR,
+            "retry_first": HOUR,
             "retry_cap": 8 * HOUR,
             "rand": lambda: 0.999,
         }
@@ -656,7 +659,7 @@ class TestDeliverDue:
         now = T0
         for _ in range(8):
             now += timedelta(hours=1)
-            due = store.due_notifications(now)
+            due = await store.due_notifications(now)
             if not due:
                 continue
             with capture_logs() as logs:
@@ -673,13 +676,13 @@ class TestDeliverDue:
         assert entry["model_id"] == MODEL
         assert entry["status"] == READY
         assert entry["error"] == f"{target.label}: connection failed"
-        assert store.due_notifications(now + timedelta(days=30)) == []
-        assert store.outbox_counts().given_up == 1
+        assert await store.due_notifications(now + timedelta(days=30)) == []
+        assert (await store.outbox_counts()).given_up == 1
 
     async def test_item_without_targets_is_done_with_a_warning(self, store: Store) -> None:
         """No target at all: the item is marked done and a warning says so (never silently)."""
         notifier = Notifier(timeout=5)
-        outbox_id = queue_ready(store)
+        outbox_id = await queue_ready(store)
         with capture_logs() as logs:
             result = await deliver_due(
                 store,
@@ -696,13 +699,13 @@ class TestDeliverDue:
         assert entry["outbox_id"] == outbox_id
         assert entry["model_id"] == MODEL
         assert entry["component"] == "delivery"  # the logger passed in was used
-        assert store.due_notifications(T0 + timedelta(days=1)) == []
-        assert store.outbox_counts().done == 1
+        assert await store.due_notifications(T0 + timedelta(days=1)) == []
+        assert (await store.outbox_counts()).done == 1
 
     async def test_render_failure_is_retried_not_lost(self, store: Store) -> None:
         """A message that cannot be rendered (bad template) stays pending and is logged."""
         notifier = Notifier(timeout=5)
-        queue_ready(store)
+        await queue_ready(store)
 
         def broken_render(item: OutboxItem) -> Message:
             assert item.notice is not None
@@ -725,7 +728,7 @@ class TestDeliverDue:
             e for e in logs if e["event"] == "notification could not be rendered; will retry"
         ]
         assert "{nmae}" in entry["error"]
-        (item,) = store.due_notifications(T0 + timedelta(hours=1))
+        (item,) = await store.due_notifications(T0 + timedelta(hours=1))
         assert item.last_error == "cannot render message (TemplateError)"
 
     async def test_secrets_stay_out_of_logs_errors_and_the_database(
@@ -733,7 +736,7 @@ class TestDeliverDue:
     ) -> None:
         """A target URL's password and token appear in no log line, stored error or DB byte."""
         notifier = Notifier(timeout=5)
-        queue_ready(store)
+        await queue_ready(store)
         async with webhook_receiver() as hook:
             hook.fail_with(500)
             secret_url = (
@@ -750,9 +753,9 @@ class TestDeliverDue:
                 )
             (request,) = hook.requests
             assert request.headers["X-Token"] == "TOKENVALUE99"  # it was really used
-        (item,) = store.due_notifications(T0 + timedelta(hours=1))
+        (item,) = await store.due_notifications(T0 + timedelta(hours=1))
         shown = repr(logs) + repr(item)
-        store.close()
+        await store.aclose()
         files = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
         for secret in ("HUNTER2PASS", "TOKENVALUE99"):
             assert secret not in shown
@@ -760,7 +763,9 @@ class TestDeliverDue:
 
     async def test_logs_use_the_default_logger(self, store: Store) -> None:
         """Without a logger argument, deliver_due logs through structlog's default."""
-        store.enqueue_message(kind="test", title="t", body="b", notify_type="info", created_at=T0)
+        await store.enqueue_message(
+            kind="ops", title="t", body="b", notify_type="info", created_at=T0
+        )
         notifier = Notifier(timeout=5)
         async with webhook_receiver() as hook:
             with capture_logs() as logs:
@@ -774,7 +779,7 @@ class TestDeliverDue:
                 )
         (entry,) = [e for e in logs if e["event"] == "notification delivered"]
         assert entry["target"] == f"json://127.0.0.1:{hook.port}"
-        assert entry["kind"] == "test"
+        assert entry["kind"] == "ops"
 
 
 async def test_smtp_rejection_is_a_failure() -> None:
@@ -835,3 +840,78 @@ class TestBodyFormats:
         message = render_notice(notice(), name="m", dashboard_url=DASHBOARD, body_format="markdown")
         assert "  \n" in message.body
         assert not any(line.startswith(" ") for line in message.body.splitlines())
+
+
+class TestSocketTimeouts:
+    """Issue 11 finding 4: apprise's own read timeout (4 s) must not cut short a target
+    that answers within ``notify.timeout``: it would take the notice, be reported failed,
+    and get it again on every retry."""
+
+    async def test_a_target_answering_in_5s_gets_one_post_with_timeout_10(
+        self, store: Store
+    ) -> None:
+        """A webhook answering in 5 s, notify.timeout 10: delivered at the first attempt,
+        exactly one POST (before the fix: a read timeout at 4 s and a second POST)."""
+        import asyncio
+
+        from aiohttp import web
+
+        from tests.receivers import WebhookReceiver
+
+        class SlowHook(WebhookReceiver):
+            async def _handle(self, request: web.Request) -> web.Response:
+                await asyncio.sleep(5.0)
+                return await super()._handle(request)
+
+        hook = SlowHook()
+        await hook.start()
+        notifier = Notifier(timeout=10)
+        try:
+            await queue_ready(store)
+            kwargs: dict[str, Any] = {
+                "targets_for": fixed_targets(make_target(hook.url)),
+                "render": render_item,
+                "give_up_after": 24 * HOUR,
+                "rand": lambda: 0.0,
+            }
+            first = await deliver_due(store, notifier, now=T0, **kwargs)
+            # Any retry the first pass scheduled is due within a minute: run it.
+            later = await deliver_due(store, notifier, now=T0 + timedelta(minutes=1), **kwargs)
+            await asyncio.sleep(5.5)  # a POST still on its way would land by now
+            assert len(hook.requests) == 1
+            assert (first.delivered, first.failed, later.delivered) == (1, 0, 0)
+            assert (await store.outbox_counts()).done == 1
+        finally:
+            await notifier.aclose()
+            await hook.close()
+
+    def plugin_timeouts(self, notifier: Notifier, url: str) -> list[tuple[float, float]]:
+        target = make_target(url)
+        sender = notifier._build(target.key, target.url)
+        return [(p.socket_connect_timeout, p.socket_read_timeout) for p in sender]
+
+    def test_plugins_get_notify_timeout_and_keep_a_shorter_own_one(self) -> None:
+        """Each target's apprise object gets notify.timeout as its connect and read timeouts;
+        a URL's own shorter ``cto=``/``rto=`` is kept, a longer one is cut to the timeout."""
+        notifier = Notifier(timeout=12)
+        assert self.plugin_timeouts(notifier, "json://127.0.0.1:9/a") == [(12.0, 12.0)]
+        assert self.plugin_timeouts(notifier, "json://127.0.0.1:9/b?rto=2&cto=3") == [(3.0, 2.0)]
+        assert self.plugin_timeouts(notifier, "json://127.0.0.1:9/c?rto=60") == [(12.0, 12.0)]
+
+    def test_a_reloaded_timeout_rebuilds_the_plugins(self) -> None:
+        """notify.timeout reloads live: the cached apprise objects are rebuilt with it."""
+        notifier = Notifier(timeout=12)
+        assert self.plugin_timeouts(notifier, "json://127.0.0.1:9/a") == [(12.0, 12.0)]
+        notifier.set_timeout(20)
+        assert self.plugin_timeouts(notifier, "json://127.0.0.1:9/a") == [(20.0, 20.0)]
+
+    def test_the_url_key_and_label_are_untouched(self) -> None:
+        """The timeouts are set on the plugin: the target's key and label stay those of the
+        configured URL (no cto/rto appended)."""
+        url = "json://127.0.0.1:9/notify"
+        target = make_target(url)
+        notifier = Notifier(timeout=12)
+        notifier._build(target.key, target.url)
+        assert target == make_target(url)
+        assert "rto" not in target.label
+        assert "cto" not in target.label

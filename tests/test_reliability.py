@@ -24,10 +24,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,12 +52,14 @@ from tests.receivers import WebhookReceiver, free_port, refused_url, webhook_rec
 from watcher.daemon import WatchedModel, Watcher
 from watcher.daemon import open_watcher as open_daemon_watcher
 from watcher.errors import EX_CONFIG, EX_LOCKED, EX_STATE
-from watcher.lifecycle import FAILED, FINETUNING, QUEUED, READY
-from watcher.notify import MIN_ATTEMPTS
+from watcher.lifecycle import ModelKey
+from watcher.outbox import MIN_ATTEMPTS
 from watcher.pacing import RequestPacer
+from watcher.providers.cohere import FAILED, FINETUNING, QUEUED, READY
 from watcher.settings import ApiKey, Settings, load_settings
 from watcher.simulator import RunningSimulator, Scenario, running_simulator
-from watcher.store import SCHEMA_VERSION, ModelRecord, OutboxItem, Store
+from watcher.store import ModelRecord, OutboxItem, Store
+from watcher.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TRAINING = "c0ffee00-training"  # FINETUNING for ever
@@ -114,18 +117,19 @@ class Rig:
     settings: Settings
 
     def model(self, model_id: str) -> WatchedModel:
-        return self.watcher.models[model_id]
+        return self.watcher.models[ModelKey("cohere", model_id)]
 
     async def poll(self, model_id: str) -> bool:
         return await self.watcher.poll_model(self.model(model_id))
 
-    def record(self, model_id: str) -> ModelRecord:
-        (record,) = [r for r in self.store.model_records() if r.state.model_id == model_id]
+    async def record(self, model_id: str) -> ModelRecord:
+        records = await self.store.model_records()
+        (record,) = [r for r in records if r.state.model_id == model_id]
         return record
 
-    def outbox(self) -> list[OutboxItem]:
+    async def outbox(self) -> list[OutboxItem]:
         """Every pending outbox item, whenever it is due."""
-        return self.store.due_notifications(datetime(9999, 1, 1, tzinfo=UTC))
+        return await self.store.due_notifications(datetime(9999, 1, 1, tzinfo=UTC))
 
 
 def settings_for(
@@ -154,9 +158,9 @@ async def open_watcher(
     rand: Callable[[], float] = lambda: 0.5,
 ) -> AsyncIterator[Rig]:
     """The resources ``serve()`` opens, through the same ``open_watcher``."""
-    api_key = ApiKey(SecretStr(SIM_KEY), "$CO_API_KEY")
-    async with open_daemon_watcher(settings, api_key, now=now or Wall(), rand=rand) as watcher:
-        yield Rig(watcher, watcher.store, watcher.pacer, settings)
+    api_keys = {"cohere": ApiKey(SecretStr(SIM_KEY), "$CO_API_KEY")}
+    async with open_daemon_watcher(settings, api_keys, now=now or Wall(), rand=rand) as watcher:
+        yield Rig(watcher, watcher.store, watcher.clients["cohere"].pacer, settings)
 
 
 @asynccontextmanager
@@ -168,6 +172,38 @@ async def running(watcher: Watcher) -> AsyncIterator[None]:
             yield
         finally:
             watcher.stop()
+
+
+async def eventually(
+    predicate: Callable[[], Awaitable[bool]], *, timeout: float = 15.0, what: str = "condition"
+) -> None:
+    """``wait_until`` for a predicate that awaits (a store query)."""
+    with anyio.move_on_after(timeout):
+        while not await predicate():
+            await anyio.sleep(0.02)
+        return
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@asynccontextmanager
+async def state_readonly(path: Path) -> AsyncIterator[Store]:
+    """The state file as ``status`` reads it, while a daemon runs."""
+    store = await SqliteStore.open_readonly(path)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def create_state(path: Path, *, failed_models: int = 0) -> None:
+    """A real state file at ``path``, with ``failed_models`` rows of failed polls; closed."""
+    store = await SqliteStore.open(path)
+    try:
+        for i in range(failed_models):
+            model = ModelKey("cohere", f"m{i}")
+            await store.record_poll_failure(model, polled_at=T0, error="x" * 200, failures=1)
+    finally:
+        await store.aclose()
 
 
 def events_named(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
@@ -193,12 +229,17 @@ def log_lines(text: str) -> list[dict[str, Any]]:
         try:
             lines.append(json.loads(raw))
         except ValueError:
-            lines.append({"event": raw, "unparsed": True})
+            lines.append({"message": raw, "unparsed": True})
     return lines
 
 
 def logged(text: str, event: str) -> list[dict[str, Any]]:
-    return [line for line in log_lines(text) if line.get("event") == event]
+    return [line for line in log_lines(text) if line.get("message") == event]
+
+
+def failed_models(text: str) -> set[str]:
+    """The models a daemon's log says it backed off from."""
+    return {line["model_id"] for line in logged(text, "poll failed; backing off")}
 
 
 def digest(path: Path) -> str:
@@ -237,11 +278,11 @@ class TestRetries:
                 with structlog.testing.capture_logs() as logs:
                     for failures in range(1, 5):
                         assert await rig.poll(TRAINING) is False
-                        record = rig.record(TRAINING)
+                        record = await rig.record(TRAINING)
                         assert record.failures == failures
                         assert error_text in (record.last_error or ""), record.last_error
                     assert await rig.poll(FINISHING) is True  # another model is unaffected
-                    assert rig.record(FINISHING).failures == 0
+                    assert (await rig.record(FINISHING)).failures == 0
                     assert await rig.poll(TRAINING) is True
                 backoffs = events_named(logs, "poll failed; backing off")
                 # max(interval, full jitter of interval * 2^(n-1)) with rand 0.99, capped at 3 s
@@ -250,7 +291,7 @@ class TestRetries:
                 assert all(b["model_id"] == TRAINING for b in backoffs)
                 (recovered,) = events_named(logs, "polling recovered")
                 assert recovered["after_failures"] == 4
-                record = rig.record(TRAINING)
+                record = await rig.record(TRAINING)
                 assert (record.failures, record.last_error) == (0, None)
                 assert record.state.status == FINETUNING
                 assert rig.model(TRAINING).failures == 0
@@ -273,8 +314,8 @@ class TestRateLimit:
                     assert anyio.current_time() - started >= 0.95
                 (warning,) = events_named(logs, "rate limited by the API; pausing every request")
                 assert warning["pause_seconds"] == 1.0
-                assert rig.record(TRAINING).failures == 1
-                assert "HTTP 429" in (rig.record(TRAINING).last_error or "")
+                assert (await rig.record(TRAINING)).failures == 1
+                assert "HTTP 429" in ((await rig.record(TRAINING)).last_error or "")
 
     async def test_retry_after_http_date_is_honoured(self, tmp_path: Path) -> None:
         """Retry-After as an HTTP date (2 s ahead, whole seconds) pauses until about then."""
@@ -496,7 +537,7 @@ class TestHostileResponses:
                     assert await rig.poll(FINISHING) is True
                     await rig.watcher.deliver_once()
                 expected = HOSTILE[kind]
-                record = rig.record(TRAINING)
+                record = await rig.record(TRAINING)
                 if expected is None:
                     assert ok
                     assert ok_again
@@ -509,7 +550,7 @@ class TestHostileResponses:
                     assert not ok_again
                     assert record.failures == 2
                     assert expected in (record.last_error or ""), record.last_error
-                assert rig.record(FINISHING).state.status == READY
+                assert (await rig.record(FINISHING)).state.status == READY
                 assert [m["type"] for m in hook.messages] == ["success"]
                 assert FINISHING in hook.messages[0]["message"]
 
@@ -546,6 +587,11 @@ class TestHostileResponses:
                     lambda: all(polls_of(sim, m) > before[m] for m in hostile),
                     what="every hostile model polled again",
                 )
+                # An endless-pages poll takes 200 requests: let every failing poll finish.
+                erroring = {f"hostile-{k.replace('_', '-')}" for k, v in HOSTILE.items() if v}
+                await wait_until(
+                    lambda: erroring <= failed_models(proc.log()), what="every failure logged"
+                )
                 assert proc.process.returncode is None
                 proc.send(signal.SIGTERM)
                 assert await proc.wait_exit() == 0, proc.log()
@@ -553,7 +599,7 @@ class TestHostileResponses:
             assert "Traceback" not in text
             assert [m["type"] for m in hook.messages] == ["success"]
             assert not [line for line in log_lines(text) if line.get("unparsed")]
-            failing = {line["model_id"] for line in logged(text, "poll failed; backing off")}
+            failing = failed_models(text)
             errors = {k for k, v in HOSTILE.items() if v is not None}
             assert failing == {f"hostile-{k.replace('_', '-')}" for k in errors}
 
@@ -600,9 +646,9 @@ class TestDownTargets:
                     lambda: bool(logged(proc.log(), "notification retry scheduled")),
                     what="the retry",
                 )
-                with Store.open_readonly(tmp_path / "state" / "watcher.db") as store:
-                    assert store.outbox_counts().pending == 1
-                    (item,) = store.due_notifications(datetime(9999, 1, 1, tzinfo=UTC))
+                async with state_readonly(tmp_path / "state" / "watcher.db") as store:
+                    assert (await store.outbox_counts()).pending == 1
+                    (item,) = await store.due_notifications(datetime(9999, 1, 1, tzinfo=UTC))
                     assert item.attempts == 1
                     # One reason per target that lacks it, named by its label only.
                     reasons = (item.last_error or "").split("; ")
@@ -633,21 +679,29 @@ class TestDownTargets:
                 await wait_until(lambda: down.hanging_requests == 1, what="the hanging delivery")
                 # Killed once the healthy delivery is on disk (a kill just before that
                 # commit may repeat it: that is the kill -9 test's business).
-                with Store.open_readonly(tmp_path / "state" / "watcher.db") as store:
-                    await wait_until(lambda: len(store.delivered_targets(1)) == 1, what="commit")
+                async with state_readonly(tmp_path / "state" / "watcher.db") as store:
+
+                    async def committed() -> bool:
+                        return len(await store.delivered_targets(1)) == 1
+
+                    await eventually(committed, what="commit")
                 proc.send(stop)
                 code = await proc.wait_exit(10)
                 assert code == (-signal.SIGKILL if stop == signal.SIGKILL else 0), proc.log()
             down.recover()  # the hung request is released with a 503: not delivered
-            with Store.open_readonly(tmp_path / "state" / "watcher.db") as store:
-                assert store.outbox_counts().pending == 1
+            async with state_readonly(tmp_path / "state" / "watcher.db") as store:
+                assert (await store.outbox_counts()).pending == 1
             async with daemon(path) as proc:
                 await down.wait_for(1)
                 await wait_until(
                     lambda: bool(logged(proc.log(), "notification delivered")), what="the log"
                 )
-                with Store.open_readonly(tmp_path / "state" / "watcher.db") as store:
-                    await wait_until(lambda: store.outbox_counts().pending == 0, what="done")
+                async with state_readonly(tmp_path / "state" / "watcher.db") as store:
+
+                    async def done() -> bool:
+                        return (await store.outbox_counts()).pending == 0
+
+                    await eventually(done, what="done")
                 polls = polls_of(sim, FINISHING)
                 await wait_until(lambda: polls_of(sim, FINISHING) > polls, what="another poll")
                 proc.send(signal.SIGTERM)
@@ -674,7 +728,7 @@ class TestDownTargets:
                 assert await rig.poll(FINISHING)
                 round_ = await rig.watcher.deliver_once()
                 assert (round_.delivered, round_.failed) == (0, 1)
-                (item,) = rig.outbox()
+                (item,) = await rig.outbox()
                 assert item.attempts == 1
                 assert "HTTP 500" in (item.last_error or "")
             down.recover()
@@ -682,7 +736,7 @@ class TestDownTargets:
             async with open_watcher(settings, now=wall) as rig:  # the restart
                 round_ = await rig.watcher.deliver_once()
                 assert (round_.delivered, round_.failed) == (1, 0)
-                assert rig.outbox() == []
+                assert await rig.outbox() == []
             assert len(healthy.messages) == 1
             assert len(down.messages) == 1
 
@@ -712,7 +766,9 @@ class TestGiveUp:
                     first = await rig.watcher.deliver_once()
                     wall.advance(2)  # the retry is capped at the deadline
                     second = await rig.watcher.deliver_once()
-                    assert rig.outbox()[0].attempts == 2  # past the deadline, too few attempts
+                    assert (await rig.outbox())[
+                        0
+                    ].attempts == 2  # past the deadline, too few attempts
                     wall.advance(60)
                     third = await rig.watcher.deliver_once()
                     report = await rig.watcher.deliver_once()
@@ -722,7 +778,7 @@ class TestGiveUp:
                 (given_up,) = events_named(logs, "notification given up")
                 assert given_up["attempts"] == MIN_ATTEMPTS
                 assert "HTTP 500" in given_up["error"]
-                counts = rig.store.outbox_counts()
+                counts = await rig.store.outbox_counts()
                 assert (counts.pending, counts.done, counts.given_up) == (0, 1, 1)
                 registry = rig.watcher.metrics.registry
                 sample = registry.get_sample_value(
@@ -804,10 +860,7 @@ class TestStateFile:
 
     def test_truncated_database_exits_74_and_is_untouched(self, config: Path, state: Path) -> None:
         """A real state file cut in half (a torn copy): exit 74, unchanged."""
-        store = Store.open(state)
-        for i in range(200):
-            store.record_poll_failure(f"m{i}", polled_at=T0, error="x" * 200, failures=1)
-        store.close()
+        anyio.run(partial(create_state, state, failed_models=200))
         data = state.read_bytes()
         state.write_bytes(data[: len(data) // 2])
         before = digest(state)
@@ -818,7 +871,7 @@ class TestStateFile:
 
     def test_newer_schema_exits_74_and_is_untouched(self, config: Path, state: Path) -> None:
         """A file from a newer schema version: exit 74, says so, never migrated down."""
-        Store.open(state).close()
+        anyio.run(create_state, state)
         with sqlite3.connect(state) as db:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         db.close()
@@ -833,7 +886,7 @@ class TestStateFile:
         """An immutable state file (chattr +i: even root cannot write it): exit 74, unchanged."""
         if shutil.which("chattr") is None:
             pytest.skip("chattr is not installed")
-        Store.open(state).close()
+        anyio.run(create_state, state)
         before = digest(state)
         made = subprocess.run(["chattr", "+i", str(state)], capture_output=True, check=False)
         if made.returncode != 0:
@@ -851,7 +904,7 @@ class TestStateFile:
     def test_full_disk_at_start_exits_74_and_is_untouched(self, config: Path, state: Path) -> None:
         """No room to write (RLIMIT_FSIZE stands in for a full disk): exit 74 with one clear
         line."""
-        Store.open(state).close()
+        anyio.run(create_state, state)
         before = digest(state)
         result = subprocess.run(
             [sys.executable, "-m", "watcher", "run", "-c", str(config)],
@@ -873,7 +926,7 @@ class TestStateFile:
             config = write_config(
                 tmp_path / "watcher.yaml", base_config(sim.base_url, tmp_path, models, [hook.url])
             )
-            Store.open(state).close()
+            await create_state(state)
             # Room for the -shm file (32 KiB) and a few WAL frames, not for a day's work.
             limit = 33_000
             launch = (
@@ -964,7 +1017,11 @@ class TestClockJumps:
                     async with running(rig.watcher):
                         await reach_ready(sim, FINISHING)
                         await wait_until(lambda: len(hook.requests) == 1, what="a failed attempt")
-                        await wait_until(lambda: rig.outbox()[0].attempts == 1, what="the retry")
+
+                        async def retried() -> bool:
+                            return (await rig.outbox())[0].attempts == 1
+
+                        await eventually(retried, what="the retry")
                         hook.recover()
                         wall.advance(-86_400)
                         polls = polls_of(sim, TRAINING)
@@ -984,7 +1041,7 @@ class TestClockJumps:
                 )
                 assert jump["rescheduled"] == 1
                 assert 86_000 < jump["seconds"] <= 86_400
-                assert rig.store.outbox_counts().pending == 0
+                assert (await rig.store.outbox_counts()).pending == 0
             assert len(hook.messages) == 1
 
     async def test_forward_jump_does_not_give_up_at_once(self, tmp_path: Path) -> None:
@@ -1003,5 +1060,5 @@ class TestClockJumps:
                 assert (await rig.watcher.deliver_once()).failed == 1
                 wall.advance(2 * 86_400)
                 assert (await rig.watcher.deliver_once()).failed == 1
-                (item,) = rig.outbox()
+                (item,) = await rig.outbox()
                 assert item.attempts == 2 < MIN_ATTEMPTS

@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import base_config, daemon, run_cli, wait_until, write_config
 from tests.receivers import webhook_receiver
-from watcher.lifecycle import FINETUNING, QUEUED, READY
+from watcher.providers.cohere import FINETUNING, QUEUED, READY
 from watcher.redact import SecretRegistry
 from watcher.simulator import RunningSimulator, Scenario, running_simulator
 

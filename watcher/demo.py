@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 import yaml
 
-from watcher.lifecycle import FAILED, READY
-from watcher.notify import format_duration, human_status
+from watcher.lifecycle import Phase
+from watcher.messages import format_duration, human_status
+from watcher.providers import scheme_for
 
 if TYPE_CHECKING:
     from watcher.daemon import Watcher
@@ -37,11 +38,12 @@ def progress_line(watcher: Watcher, now: datetime) -> str:
     parts = []
     for model in watcher.models.values():
         state = model.state
-        status = human_status(state.status) if state and state.status else "waiting"
+        scheme = scheme_for(model.key.provider)
+        status = human_status(state.status, scheme) if state and state.status else "waiting"
         since = ""
         if state is not None and state.status_since is not None:
             since = " " + format_duration((now - state.status_since).total_seconds())
-        icon = {"ready": "✅", "failed": "❌"}.get(status, "⏳")
+        icon = {Phase.READY: "✅", Phase.FAILED: "❌"}.get(scheme.phase(model.status), "⏳")
         parts.append(f"{icon} {model.label}: {status}{since}")
     return " │ ".join(parts)
 
@@ -75,10 +77,11 @@ async def show_progress(watcher: Watcher, out: TextIO) -> None:
             out.flush()
         else:
             for model in watcher.models.values():
-                status = model.state.status if model.state else None
-                if status is not None and last.get(model.model_id) != status:
-                    print(f"demo: {model.label} is {human_status(status)}", file=out, flush=True)
-                last[model.model_id] = status
+                status = model.status
+                if status is not None and last.get(str(model.key)) != status:
+                    shown = human_status(status, scheme_for(model.key.provider))
+                    print(f"demo: {model.label} is {shown}", file=out, flush=True)
+                last[str(model.key)] = status
         await anyio.sleep(PROGRESS_EVERY)
 
 
@@ -114,7 +117,7 @@ def demo_config(base_url: str, state_dir: Path) -> dict[str, Any]:
             "max_requests_per_minute": 1200,
         },
         "state": {"path": str(state_dir / "demo.db")},
-        "notify": {"urls": ["console://"], "on": [READY, FAILED]},
+        "notify": {"urls": ["console://"], "on": [Phase.READY.value, Phase.FAILED.value]},
         "models": [{"id": m.id, "name": m.name} for m in scenario.models],
     }
 
@@ -122,7 +125,7 @@ def demo_config(base_url: str, state_dir: Path) -> dict[str, Any]:
 async def run_demo(out: TextIO | None = None) -> int:
     """Run the demo; 0 once the READY and FAILED notifications were delivered."""
     from watcher.daemon import serve
-    from watcher.settings import load_settings, register_secrets, resolve_api_key
+    from watcher.settings import load_settings, register_secrets, resolve_api_keys
     from watcher.simulator import demo_scenario, running_simulator
 
     _OUT[0] = out or sys.stdout
@@ -139,8 +142,8 @@ async def run_demo(out: TextIO | None = None) -> int:
             config = Path(tmp) / "demo.yaml"
             config.write_text(yaml.safe_dump(demo_config(sim.base_url, Path(tmp))))
             settings = load_settings(config, environ={"CO_API_KEY": scenario.api_key or "demo"})
-            api_key = resolve_api_key(settings, {"CO_API_KEY": scenario.api_key or "demo"})
-            register_secrets(settings, api_key)
+            api_keys = resolve_api_keys(settings, {"CO_API_KEY": scenario.api_key or "demo"})
+            register_secrets(settings, api_keys)
             outcome: list[int] = []
 
             async def stop_when_notified(watcher: Watcher) -> None:
@@ -158,7 +161,7 @@ async def run_demo(out: TextIO | None = None) -> int:
                 outcome.append(1 if scope.cancelled_caught else 0)
                 watcher.stop()
 
-            code = await serve(settings, api_key, on_started=stop_when_notified)
+            code = await serve(settings, api_keys, on_started=stop_when_notified)
             if code:
                 return code
             if outcome and outcome[0]:

@@ -1,11 +1,11 @@
 """The health and metrics HTTP server (``/healthz``, ``/readyz``, ``/metrics``) and its client.
 
 What "alive" and "ready" mean is decided by two pure functions over the daemon's
-``Progress`` (``liveness``, ``readiness``); ``HealthServer`` only serves their verdicts
-and the Prometheus registry. ``healthcheck`` backs ``finetune-watcher healthcheck``
-(Docker's ``HEALTHCHECK``, run every few seconds): it uses only the standard library,
-and aiohttp / prometheus_client are imported when a server starts rather than when this
-module is imported, so the check starts fast.
+``Progress`` (``liveness``, ``readiness``; see ``watcher.progress``); ``HealthServer``
+only serves their verdicts and the Prometheus registry. ``healthcheck`` backs
+``finetune-watcher healthcheck`` (Docker's ``HEALTHCHECK``, run every few seconds): it
+uses only the standard library, and aiohttp / prometheus_client are imported when a
+server starts rather than when this module is imported, so the check starts fast.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from watcher.errors import WatcherError
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from watcher.daemon import Progress
     from watcher.metrics import Metrics
-    from watcher.settings import Settings
+    from watcher.progress import Progress
+    from watcher.settings import PollSettings
 
 __all__ = [
     "DEFAULT_HEALTHCHECK_URL",
@@ -39,7 +39,6 @@ __all__ = [
     "Verdict",
     "healthcheck",
     "healthcheck_url",
-    "is_loopback",
     "liveness",
     "readiness",
     "round_deadline",
@@ -48,7 +47,8 @@ __all__ = [
 log = structlog.get_logger("watcher.health")
 
 #: The poll loop's heartbeat may be this old (seconds) before the daemon counts as stalled.
-#: The loop beats at least every second (``daemon.HEARTBEAT``); the slack covers a busy event loop.
+#: The loop beats at least every second (``schedule.HEARTBEAT``); the slack covers a busy
+#: event loop.
 LIVENESS_STALE_AFTER = 30.0
 DEFAULT_HEALTHCHECK_URL = "http://127.0.0.1:9464/healthz"
 _MAX_BODY = 64 * 1024
@@ -57,13 +57,25 @@ _MAX_BODY = 64 * 1024
 class HealthSource(Protocol):
     """What the server reads from the daemon (``watcher.daemon.Watcher`` provides it)."""
 
-    progress: Progress
-    metrics: Metrics
-    settings: Settings
+    @property
+    def progress(self) -> Progress: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def round_deadline(self) -> float:
+        """``round_deadline`` for the current settings (see below)."""
+        ...
 
     def status_line(self) -> str: ...
 
-    def database_ok(self) -> bool: ...
+    async def database_ok(self) -> bool: ...
+
+    @property
+    def role(self) -> str:
+        """``"leader"`` (polls and delivers; always, with SQLite) or ``"standby"``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -115,28 +127,46 @@ def liveness(
     )
 
 
-def round_deadline(settings: Settings) -> float:
+def round_deadline(poll: PollSettings, *, request_timeout: float) -> float:
     """How old (seconds) the last completed poll round may be while the daemon is ready.
 
     A round is complete when every watched model was polled once, so it takes as long
     as the slowest model's interval: ``poll.settled_interval`` (plus jitter) when any
     model is settled. The allowance is ``max(3 * poll.interval, 60 s, that round time +
-    poll.interval)`` plus ``cohere.timeout`` for the last request of the round.
+    poll.interval)`` plus ``request_timeout`` (the providers' longest) for the last
+    request of the round.
     """
-    poll = settings.poll
     slowest = max(poll.interval, poll.settled_interval) * (1.0 + poll.jitter)
-    return max(3.0 * poll.interval, 60.0, slowest + poll.interval) + settings.cohere.timeout
+    return max(3.0 * poll.interval, 60.0, slowest + poll.interval) + request_timeout
 
 
-def readiness(progress: Progress, settings: Settings, *, database_ok: bool, now: float) -> Verdict:
-    """Ready when a poll round completed recently, the database answers and the key works.
+def readiness(
+    progress: Progress,
+    *,
+    deadline: float,
+    database_ok: bool,
+    now: float,
+    role: str = "leader",
+) -> Verdict:
+    """Ready when a poll round completed within ``deadline`` seconds (``round_deadline``),
+    the database answers and every provider accepts its key.
 
     Not-ready reasons, in this order: ``no poll round completed yet`` or ``last poll round
     Ns ago``; ``state database unusable``; ``API key rejected``.
+
+    A ``standby`` replica (high availability: another one holds the lease) polls
+    nothing: it is ready as soon as the database answers, i.e. ready to take over, so a
+    rolling update does not wait for a lease it cannot get. The body's ``role`` says which.
     """
-    facts: dict[str, Any] = {"rounds_completed": progress.rounds_completed}
+    if role != "leader":
+        if database_ok:
+            return Verdict(True, {"status": "ready", "role": role})
+        why = "state database unusable"
+        return Verdict(
+            False, {"status": "not ready", "reason": why, "reasons": [why], "role": role}
+        )
+    facts: dict[str, Any] = {"rounds_completed": progress.rounds_completed, "role": role}
     reasons: list[str] = []
-    deadline = round_deadline(settings)
     if progress.rounds_completed < 1 or progress.last_round_mono is None:
         reasons.append("no poll round completed yet")
     else:
@@ -153,16 +183,6 @@ def readiness(progress: Progress, settings: Settings, *, database_ok: bool, now:
         body = {"status": "not ready", "reason": "; ".join(reasons), "reasons": reasons}
         return Verdict(False, body | facts)
     return Verdict(True, {"status": "ready"} | facts)
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses; False for wildcards and other names."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 # --- The server -------------------------------------------------------------------
@@ -188,7 +208,8 @@ class HealthServer:
         self.host = host
         self.port = port
         self._clock = clock
-        self._stale_after = stale_after
+        #: How old the heartbeat may get (the daemon sets its own once it is open).
+        self.stale_after = stale_after
         self._runner: web.AppRunner | None = None
         self._listening_since = 0.0
         self._database_error_logged = False
@@ -197,6 +218,8 @@ class HealthServer:
         """Bind and serve; returns the bound ``(host, port)``. Raises ``WatcherError``."""
         from aiohttp import web
         from prometheus_client.aiohttp import make_aiohttp_handler
+
+        from watcher.settings import is_loopback  # deferred: `healthcheck` must start fast
 
         if not is_loopback(self.host):
             log.warning(
@@ -244,16 +267,17 @@ class HealthServer:
             self.source.progress,
             now=self._clock(),
             listening_since=self._listening_since,
-            stale_after=self._stale_after,
+            stale_after=self.stale_after,
         )
         return self._respond(verdict)
 
     async def _readyz(self, request: web.Request) -> web.Response:
         verdict = readiness(
             self.source.progress,
-            self.source.settings,
-            database_ok=self._database_ok(),
+            deadline=self.source.round_deadline,
+            database_ok=await self._database_ok(),
             now=self._clock(),
+            role=getattr(self.source, "role", "leader"),
         )
         return self._respond(verdict)
 
@@ -265,9 +289,9 @@ class HealthServer:
             body, status=verdict.http_status, headers={"Cache-Control": "no-store"}
         )
 
-    def _database_ok(self) -> bool:
+    async def _database_ok(self) -> bool:
         try:
-            return self.source.database_ok()
+            return await self.source.database_ok()
         except Exception as exc:  # a probe must answer, whatever the store raises
             if not self._database_error_logged:
                 self._database_error_logged = True

@@ -1,7 +1,8 @@
 """Prometheus metrics of one watcher, in a registry of its own.
 
-Label sets are bounded: ``outcome`` and ``result`` are small enums, ``status`` is
-the status set (unknown statuses fold into ``other``). Model ids appear only as
+Label sets are bounded: ``outcome`` (a failed poll's ``ApiError.outcome``, or ``ok`` /
+``changed``) and ``result`` are small enums, ``status`` is the provider's status set
+(unknown statuses fold into ``other``). Model ids appear only as
 a label of ``finetune_watcher_model_status`` (one series per watched model).
 The two per-status families are built when scraped, from the watched models
 themselves: a status change costs nothing, and no object is held per model.
@@ -9,7 +10,7 @@ themselves: a status change costs nothing, and no object is held per model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,26 +24,26 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from watcher import __version__
-from watcher.lifecycle import KNOWN_STATUSES
-
-POLL_OUTCOMES = (
-    "ok",
-    "changed",
-    "auth_error",
-    "not_found",
-    "rate_limited",
-    "server_error",
-    "transport_error",
-    "bad_response",
-    "other_error",
-)
+from watcher.errors import ApiError
 
 
-def status_label(status: str | None) -> str:
-    """A bounded label value for ``status``."""
+def _outcomes(error: type[ApiError]) -> list[str]:
+    """``outcome`` of ``error`` and of every subclass: the failure labels, from the types."""
+    found = [error.outcome]
+    for sub in error.__subclasses__():
+        found += [o for o in _outcomes(sub) if o not in found]
+    return found
+
+
+#: Every ``outcome`` label of the polls counter, pre-created so each series exists from 0.
+POLL_OUTCOMES = ("ok", "changed", *_outcomes(ApiError))
+
+
+def status_label(status: str | None, known: Collection[str]) -> str:
+    """A bounded label value for ``status``: itself when ``known``, else ``other``."""
     if status is None:
         return "none"
-    return status if status in KNOWN_STATUSES else "other"
+    return status if status in known else "other"
 
 
 # The *_created series double the output and say nothing a restart counter would not.
@@ -68,7 +69,9 @@ class Metrics:
             registry=r,
         )
         self.api_requests = Counter(
-            "finetune_watcher_api_requests", "HTTP requests sent to the Cohere API.", registry=r
+            "finetune_watcher_api_requests",
+            "HTTP requests sent to the providers' APIs.",
+            registry=r,
         )
         self.notifications = Counter(
             "finetune_watcher_notifications",
@@ -99,20 +102,25 @@ class Metrics:
             "The poll interval the budget allows for the active models.",
             registry=r,
         )
+        self.leader = Gauge(
+            "finetune_watcher_leader",
+            "1 on the replica that holds the lease (polls and delivers), 0 on standbys.",
+            registry=r,
+        )
         for outcome in POLL_OUTCOMES:
             self.polls.labels(outcome)
         for result in ("sent", "failed", "given_up"):
             self.notifications.labels(result)
 
-    def watch_statuses(self, statuses: Callable[[], Iterable[tuple[str, str | None]]]) -> None:
-        """Export ``(model_id, status)`` pairs, read from ``statuses`` at every scrape."""
+    def watch_statuses(self, statuses: Callable[[], Iterable[tuple[str, str]]]) -> None:
+        """Export ``(model_id, status label)`` pairs (``status_label``), read at every scrape."""
         self.registry.register(_StatusCollector(statuses))
 
 
 class _StatusCollector(Collector):
     """``finetune_watcher_models`` and ``finetune_watcher_model_status``, built per scrape."""
 
-    def __init__(self, statuses: Callable[[], Iterable[tuple[str, str | None]]]) -> None:
+    def __init__(self, statuses: Callable[[], Iterable[tuple[str, str]]]) -> None:
         self._statuses = statuses
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -122,8 +130,7 @@ class _StatusCollector(Collector):
             labels=["model_id", "status"],
         )
         counts: dict[str, int] = {}
-        for model_id, status in self._statuses():
-            label = status_label(status)
+        for model_id, label in self._statuses():
             counts[label] = counts.get(label, 0) + 1
             per_model.add_metric([model_id, label], 1)
         by_status = GaugeMetricFamily(

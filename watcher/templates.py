@@ -1,11 +1,15 @@
 """Message templates: the placeholders a template may use, and the one check of a template.
 
+The check refuses what would make one render expensive: a format width or precision
+over ``MAX_FORMAT_WIDTH`` (``{name:>300000000}`` would build 300 MB per message).
+
 Kept apart from ``notify`` (which loads apprise) so that ``settings`` can check
 templates when a configuration loads, and ``check-config`` stays fast.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 
@@ -24,6 +28,29 @@ PLACEHOLDERS = (
     "dashboard_url",
     "metrics",
 )
+
+
+#: The largest width or precision a format spec may ask for (``{name:<40}``): padding for
+#: alignment, never megabytes per message.
+MAX_FORMAT_WIDTH = 200
+
+# Python's format-spec mini-language: [[fill]align][sign][z][#][0][width][,_][.precision][type]
+_FORMAT_SPEC = re.compile(
+    r"(?:.?[<>=^])?[-+ ]?z?#?0?(?P<width>\d+)?[,_]?(?:\.(?P<precision>\d+))?[a-zA-Z%]?",
+    re.DOTALL,
+)
+
+
+def _spec_problem(field_name: str, spec: str) -> str | None:
+    """Why ``{field_name:spec}`` is refused, or None (a width over ``MAX_FORMAT_WIDTH``)."""
+    match = _FORMAT_SPEC.fullmatch(spec)
+    if match is None:
+        return None  # left for the trial render to reject
+    for part in ("width", "precision"):
+        digits = match.group(part)
+        if digits is not None and (len(digits) > 6 or int(digits) > MAX_FORMAT_WIDTH):
+            return f"{{{field_name}:{spec}}}: a format {part} may be at most {MAX_FORMAT_WIDTH}"
+    return None
 
 
 class TemplateError(ValueError):
@@ -54,6 +81,8 @@ def template_problems(template: str) -> list[str]:
             problems.append(
                 f"placeholders inside a format spec are not allowed ({{{field_name}:{spec}}})"
             )
+        elif spec and (problem := _spec_problem(field_name, spec)) is not None:
+            problems.append(problem)
     if not problems:
         try:
             template.format_map(dict.fromkeys(PLACEHOLDERS, "x"))
