@@ -7,6 +7,7 @@ checked through a pseudo-terminal; waits are on conditions, never fixed sleeps.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import os
@@ -15,7 +16,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,10 +38,12 @@ from tests.conftest import (
     write_config,
 )
 from tests.receivers import free_port, webhook_receiver
-from watcher.cli import build_parser
+from watcher.cli import build_parser, main
+from watcher.commands import COMMANDS
 from watcher.errors import StateError
+from watcher.settings import StateSettings
 from watcher.simulator import RunningSimulator, Scenario, running_simulator
-from watcher.store import Store
+from watcher.store import ModelRecord, open_store_readonly
 
 READY_ID = "4f9d0c1e-ready"
 FAILED_ID = "8a2b7e55-failed"
@@ -113,6 +116,23 @@ def watcher_config(
     config = base_config(sim.base_url, tmp_path, models, urls)
     config.update(extra)
     return write_config(tmp_path / "watcher.yaml", config)
+
+
+async def wait_until_async(
+    predicate: Callable[[], Awaitable[bool]], *, timeout: float = 15.0, what: str
+) -> None:
+    """``wait_until`` for a predicate that must await (reading the store)."""
+    with anyio.move_on_after(timeout):
+        while not await predicate():
+            await anyio.sleep(0.02)
+        return
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def stored_records(state_path: Path) -> dict[str, ModelRecord]:
+    """The state database's records by model id, read as ``status`` reads them."""
+    async with open_store_readonly(StateSettings(path=state_path)) as store:
+        return {r.key.id: r for r in await store.model_records()}
 
 
 async def poll_once(config: Path) -> None:
@@ -218,18 +238,20 @@ def parse_time(value: str | None) -> datetime | None:
 
 def validate_status_document(document: dict[str, Any]) -> None:
     """The shape documented in the README's "Everyday use" and in ``status --help``."""
-    assert set(document) == {"generated_at", "state_path", "models", "outbox"}
+    assert set(document) == {"generated_at", "state_path", "models", "outbox", "leader"}
+    assert document["leader"] is None  # SQLite: no lease, the one daemon leads
     parse_time(document["generated_at"])
     assert isinstance(document["state_path"], str)
     assert set(document["outbox"]) == {"pending", "done", "given_up"}
     assert all(isinstance(v, int) for v in document["outbox"].values())
     model_keys = {
-        "id", "name", "status", "status_since", "last_poll_at", "last_success_at",
+        "id", "provider", "name", "status", "status_since", "last_poll_at", "last_success_at",
         "last_error", "failures", "pending_notifications", "discovered", "configured",
     }  # fmt: skip
     for model in document["models"]:
         assert set(model) == model_keys
         assert isinstance(model["id"], str)
+        assert model["provider"] == "cohere"
         for key in ("name", "status", "last_error"):
             assert model[key] is None or isinstance(model[key], str)
         for key in ("status_since", "last_poll_at", "last_success_at"):
@@ -261,10 +283,9 @@ class TestStatus:
             )
             state_path = tmp_path / "state" / "watcher.db"
 
-            def daemon_has_polled() -> bool:
+            async def daemon_has_polled() -> bool:
                 try:
-                    with Store.open_readonly(state_path) as store:
-                        records = {r.state.model_id: r for r in store.model_records()}
+                    records = await stored_records(state_path)
                 except StateError:  # not created yet, or its schema not yet written
                     return False
                 ready, failed = records.get(READY_ID), records.get(FAILED_ID)
@@ -281,7 +302,7 @@ class TestStatus:
                 )
 
             async with daemon(config) as proc:
-                await wait_until(daemon_has_polled, what="the daemon's first polls")
+                await wait_until_async(daemon_has_polled, what="the daemon's first polls")
                 # A model added to the configuration since: not polled yet.
                 write_config(
                     tmp_path / "status.yaml",
@@ -302,10 +323,10 @@ class TestStatus:
         assert table.returncode == 0, table.stderr
         lines = table.stdout.splitlines()
         assert lines[0].split() == [
-            "NAME", "ID", "STATUS", "SINCE", "LAST", "POLL", "LAST", "ERROR", "UNSENT",
+            "NAME", "PROVIDER", "ID", "STATUS", "SINCE", "LAST", "POLL", "LAST", "ERROR", "UNSENT",
         ]  # fmt: skip
         ready_row = next(line for line in lines if READY_ID in line)
-        assert ready_row.startswith("support-classifier")
+        assert ready_row.split()[:3] == ["support-classifier", "cohere", READY_ID]
         assert "READY" in ready_row
         assert re.search(r"  (2h 59m|3h) ago  ", ready_row)  # READY since t=10s, 3h ago
         assert ready_row.rstrip().endswith("1")  # one undelivered notification
@@ -372,7 +393,8 @@ class TestStatus:
 
 
 def validate_event_line(line: dict[str, Any]) -> None:
-    assert set(line) == {"status", "created_at", "duration_seconds"}
+    assert set(line) == {"provider", "status", "created_at", "duration_seconds"}
+    assert line["provider"] == "cohere"
     assert str(line["status"]).startswith("STATUS_")
     parse_time(line["created_at"])
     assert line["duration_seconds"] is None or isinstance(line["duration_seconds"], float)
@@ -445,7 +467,7 @@ class TestEvents:
         assert [line.get("status") for line in lines[:-1]] == [
             "STATUS_QUEUED", "STATUS_FINETUNING", "STATUS_READY",
         ]  # fmt: skip
-        assert lines[-1] == {"final_status": "STATUS_READY", "exit_code": 0}
+        assert lines[-1] == {"provider": "cohere", "final_status": "STATUS_READY", "exit_code": 0}
         assert follow.err == ""
 
     async def test_follow_exits_1_when_failed_and_retries_server_errors(
@@ -494,6 +516,51 @@ class TestEvents:
         assert "\r\x1b[K" in follow.out  # redrawn in place
         assert "Traceback" not in follow.out + follow.err
         assert follow.out.endswith("\r\x1b[K")  # the live line is wiped on the way out
+
+    async def test_provider_comes_from_the_configuration(self, tmp_path: Path) -> None:
+        """A model configured at OpenAI is asked at OpenAI: every JSON line names the provider,
+        and its failure ends --follow with exit 1; --provider names it without a configuration
+        entry."""
+        job = "ftjob-cli0failed01"
+        openai_scenario = Scenario.model_validate(
+            {
+                "api_key": SIM_KEY,
+                "clock": "manual",
+                "start": datetime.now(UTC) - timedelta(hours=1),
+                "models": [
+                    {
+                        "id": job,
+                        "provider": "openai",
+                        "timeline": [[0, "validating_files"], [1, "running"], [10, "failed"]],
+                        "error": {"message": "invalid training file"},
+                    }
+                ],
+            }
+        )
+        async with running_simulator(openai_scenario) as sim:
+            sim.advance(20)
+            openai_section = {"base_url": sim.provider_url("openai"), "timeout": 5}
+            configured = watcher_config(
+                sim, tmp_path, [{"id": job, "provider": "openai"}], [], openai=openai_section
+            )
+            env = {"OPENAI_API_KEY": SIM_KEY}
+            followed = await cli(
+                "events", job, "-c", str(configured), "--follow", "--json", env=env
+            )
+            unlisted = watcher_config(
+                sim, tmp_path, ["some-cohere-model"], [], openai=openai_section
+            )
+            named = await cli("events", job, "-c", str(unlisted), "--provider", "openai", env=env)
+
+        assert followed.returncode == 1, followed.stderr
+        lines = json_lines(followed.stdout)
+        assert {line["provider"] for line in lines} == {"openai"}
+        assert lines[-2]["status"] == "failed"
+        assert lines[-1] == {"provider": "openai", "final_status": "failed", "exit_code": 1}
+        assert named.returncode == 0, named.stderr
+        assert named.stdout.splitlines()[0] == f"{job}: timeline (UTC)"
+        assert "failed" in named.stdout.splitlines()[-1]
+        assert_no_secrets(followed.stdout, followed.stderr, named.stdout, named.stderr)
 
     async def test_api_errors_are_one_line_with_their_exit_code(self, tmp_path: Path) -> None:
         """Unknown model and rejected key exit 1 with one line; no key at all is exit 78."""
@@ -634,7 +701,7 @@ class TestHelp:
         ("command", "options"),
         [
             ("status", ["--json", "--config"]),
-            ("events", ["MODEL_ID", "--follow", "--json", "--interval", "--config"]),
+            ("events", ["MODEL_ID", "--provider", "--follow", "--json", "--interval", "--config"]),
             ("test-notify", ["--model", "--config"]),
             ("healthcheck", ["--url", "--timeout", "--config"]),
         ],
@@ -651,3 +718,66 @@ class TestHelp:
             assert option in text
         assert f"example:\n  finetune-watcher {command}" in text
         assert "exit codes:" in text
+
+    def test_every_command_module_registers_a_parser_with_help(self) -> None:
+        """Each module of ``COMMANDS`` adds one subparser: listed, described, with exit codes."""
+        parser = argparse.ArgumentParser(prog="finetune-watcher")
+        subparsers = parser.add_subparsers()
+        names: list[str] = []
+        for module in COMMANDS:
+            before = set(subparsers.choices)
+            sub = module.add_parser(subparsers)
+            (name,) = set(subparsers.choices) - before
+            names.append(name)
+            assert subparsers.choices[name] is sub
+            assert sub.description, name
+            assert sub.epilog is not None
+            assert "exit codes:" in sub.epilog, name
+            assert callable(sub.get_default("handler")), name
+        listed = {action.dest: action.help for action in subparsers._choices_actions}
+        assert list(listed) == names
+        assert all(listed.values()), listed
+        cli = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+        assert list(cli.choices) == names  # the CLI offers exactly the registered commands
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["--log-level", "debug", "--log-format", "json", "-c", "a.yaml", "status"],
+            ["status", "--log-level", "debug", "--log-format", "json", "-c", "a.yaml"],
+            [
+                "--log-level",
+                "error",
+                "-c",
+                "b.yaml",
+                "--log-format",
+                "json",
+                "status",
+                "--log-level",
+                "debug",
+                "-c",
+                "a.yaml",
+            ],
+        ],
+    )
+    def test_global_options_before_and_after_the_command(self, argv: list[str]) -> None:
+        """--log-level, --log-format and -c work on either side; after the command wins."""
+        args = build_parser().parse_args(argv)
+        assert (args.command, args.log_level, args.log_format) == ("status", "debug", "json")
+        assert args.config == Path("a.yaml")
+
+    def test_defaults_without_global_options(self) -> None:
+        """No option given: no config (the default file is found later), levels decided later."""
+        args = build_parser().parse_args(["demo"])
+        assert (args.config, args.log_level, args.log_format) == (None, None, None)
+        assert args.default_log_level == "warning"  # demo's output is the show
+        assert build_parser().parse_args(["status"]).default_log_level == "info"
+
+    def test_config_where_a_command_reads_none_is_a_usage_error(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`-c` before `demo` (which reads no configuration) exits 2 with one usage error."""
+        with pytest.raises(SystemExit) as exited:
+            main(["-c", "a.yaml", "demo"])
+        assert exited.value.code == 2
+        assert "demo reads no configuration" in capsys.readouterr().err
