@@ -9,13 +9,24 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
-from watcher.logs import configure_logging, get_logger, redact_secrets, reset_logging
+from watcher.logs import (
+    DEFAULT_LOGGER,
+    configure_logging,
+    get_logger,
+    redact_secrets,
+    reset_logging,
+    resolve_log_options,
+    writes_to_journal,
+)
 from watcher.redact import SECRETS
 
 API_KEY = "sk-hunter2-api-key-0001"
@@ -66,13 +77,14 @@ class TestFormats:
         log.info("model.polled", model_id="m1", events=3)
         log.warning("model.slow", seconds=1.5)
         lines = json_lines(stream)
-        assert [line["event"] for line in lines] == ["model.polled", "model.slow"]
+        assert [line["message"] for line in lines] == ["model.polled", "model.slow"]
         first = lines[0]
         assert first["level"] == "info"
         assert first["logger"] == "watcher.test"
         assert first["model_id"] == "m1"
         assert first["events"] == 3
         assert first["timestamp"].endswith("Z")
+        assert "event" not in first  # renamed: "event" means a fine-tuning event here
 
     def test_console_on_a_tty(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """On a TTY the default is the coloured console format."""
@@ -108,7 +120,7 @@ class TestFormats:
         stream = FakeTerminal()
         configure_logging(fmt="json", stream=stream)
         get_logger().info("hello")
-        assert json_lines(stream)[0]["event"] == "hello"
+        assert json_lines(stream)[0]["message"] == "hello"
 
     def test_level_filters(self) -> None:
         """Events below the level are dropped; the level name is case-insensitive."""
@@ -117,7 +129,7 @@ class TestFormats:
         log = get_logger()
         log.info("quiet")
         log.warning("loud")
-        assert [line["event"] for line in json_lines(stream)] == ["loud"]
+        assert [line["message"] for line in json_lines(stream)] == ["loud"]
 
     def test_unknown_level(self) -> None:
         """An unknown level name is a ValueError (the CLI turns it into a usage error)."""
@@ -149,7 +161,7 @@ class TestFormats:
         logging.getLogger("aiohttp.client").warning("once")
         get_logger().info("twice")
         assert first.getvalue() == ""
-        assert [line["event"] for line in json_lines(second)] == ["once", "twice"]
+        assert [line["message"] for line in json_lines(second)] == ["once", "twice"]
 
     def test_capture_logs_still_works(self) -> None:
         """structlog.testing.capture_logs sees events after configure_logging (no cache)."""
@@ -167,7 +179,7 @@ class TestStdlibRouting:
         configure_logging(fmt="json", stream=stream)
         logging.getLogger("aiohttp.client").warning("connection reset by %s", "peer")
         line = json_lines(stream)[0]
-        assert line["event"] == "connection reset by peer"
+        assert line["message"] == "connection reset by peer"
         assert line["level"] == "warning"
         assert line["logger"] == "aiohttp.client"
         assert "timestamp" in line
@@ -178,12 +190,12 @@ class TestStdlibRouting:
         configure_logging(fmt="json", level="info", stream=stream)
         logging.getLogger("apprise").info("sent")
         logging.getLogger("apprise").warning("target failed")
-        assert [line["event"] for line in json_lines(stream)] == ["target failed"]
+        assert [line["message"] for line in json_lines(stream)] == ["target failed"]
 
         stream = io.StringIO()
         configure_logging(fmt="json", level="debug", stream=stream)
         logging.getLogger("apprise").debug("details")
-        assert [line["event"] for line in json_lines(stream)] == ["details"]
+        assert [line["message"] for line in json_lines(stream)] == ["details"]
 
     def test_stdlib_console(self) -> None:
         """On the console format, stdlib lines look like ours."""
@@ -297,3 +309,128 @@ class TestRedaction:
         """Objects (errors, paths, URLs) are turned into text so secrets in them are masked."""
         event = redact_secrets(None, "info", {"error": ConnectionError(f"to {APPRISE_URL}")})
         assert event["error"] == "to ***"
+
+
+class TestOperatorFields:
+    def test_every_json_line_has_the_four_fields(self) -> None:
+        """timestamp, level, logger and message on every line: named, unnamed and stdlib."""
+        stream = io.StringIO()
+        configure_logging(fmt="json", stream=stream)
+        get_logger("watcher.daemon").info("named")
+        get_logger().warning("unnamed")
+        structlog.get_logger().error("plain structlog")
+        logging.getLogger("aiohttp.client").warning("stdlib")
+        lines = json_lines(stream)
+        assert [line["message"] for line in lines] == [
+            "named", "unnamed", "plain structlog", "stdlib"
+        ]  # fmt: skip
+        for line in lines:
+            assert {"timestamp", "level", "logger", "message"} <= set(line)
+            assert "event" not in line
+            assert line["timestamp"].endswith("Z")
+        assert [line["logger"] for line in lines] == [
+            "watcher.daemon", DEFAULT_LOGGER, DEFAULT_LOGGER, "aiohttp.client"
+        ]  # fmt: skip
+        assert [line["level"] for line in lines] == ["info", "warning", "error", "warning"]
+
+    def test_console_keeps_the_event_text(self) -> None:
+        stream = io.StringIO()
+        configure_logging(fmt="console", stream=stream)
+        get_logger().info("hello there")
+        assert "hello there" in stream.getvalue()
+
+
+class TestJournal:
+    @pytest.mark.parametrize("fmt", ["json", "console"])
+    def test_syslog_prefix_per_level(self, fmt: str) -> None:
+        """Writing to the journal, each line starts with <N>: what journalctl -p filters on."""
+        stream = io.StringIO()
+        configure_logging(fmt=fmt, level="debug", stream=stream, journal=True)  # type: ignore[arg-type]
+        log = get_logger("watcher.test")
+        log.debug("d")
+        log.info("i")
+        log.warning("w")
+        log.error("e")
+        log.critical("c")
+        logging.getLogger("aiohttp.client").warning("stdlib w")
+        prefixes = [line[:3] for line in stream.getvalue().splitlines()]
+        assert prefixes == ["<7>", "<6>", "<4>", "<3>", "<2>", "<4>"]
+        if fmt == "json":
+            bodies = [json.loads(line[3:]) for line in stream.getvalue().splitlines()]
+            assert bodies[2]["message"] == "w"
+
+    def test_traceback_lines_keep_the_priority(self) -> None:
+        stream = io.StringIO()
+        configure_logging(fmt="console", stream=stream, journal=True)
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            get_logger().exception("failed")
+        lines = stream.getvalue().splitlines()
+        assert len(lines) > 2
+        assert all(line.startswith("<3>") for line in lines)
+
+    def test_no_prefix_off_the_journal(self) -> None:
+        stream = io.StringIO()
+        configure_logging(fmt="json", stream=stream)
+        get_logger().warning("w")
+        assert stream.getvalue().startswith("{")
+
+    def test_detects_the_journal_stream_by_device_and_inode(self, tmp_path: Path) -> None:
+        """$JOURNAL_STREAM must name this very stream; an inherited value for another is ignored."""
+        with open(tmp_path / "out", "w") as stream, open(tmp_path / "other", "w") as other:
+            st = os.fstat(stream.fileno())
+            env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+            assert writes_to_journal(stream, env)
+            assert not writes_to_journal(other, env)
+            assert not writes_to_journal(stream, {})
+            assert not writes_to_journal(stream, {"JOURNAL_STREAM": "garbage"})
+            assert not writes_to_journal(io.StringIO(), env)
+
+    def test_configure_detects_the_journal(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        with open(tmp_path / "out", "w") as stream:
+            st = os.fstat(stream.fileno())
+            monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+            configure_logging(fmt="json", stream=stream)
+            get_logger().warning("w")
+        assert (tmp_path / "out").read_text().startswith("<4>{")
+
+
+class TestResolveLogOptions:
+    def test_defaults(self) -> None:
+        assert resolve_log_options(environ={}) == (None, "info")
+        assert resolve_log_options(environ={}, default_level="warning") == (None, "warning")
+
+    def test_environment(self) -> None:
+        env = {"WATCHER_LOG_FORMAT": "JSON", "WATCHER_LOG_LEVEL": "Debug"}
+        assert resolve_log_options(environ=env) == ("json", "debug")
+
+    def test_blank_environment_counts_as_unset(self) -> None:
+        env = {"WATCHER_LOG_FORMAT": " ", "WATCHER_LOG_LEVEL": ""}
+        assert resolve_log_options(environ=env) == (None, "info")
+
+    def test_arguments_win_over_the_environment(self) -> None:
+        env = {"WATCHER_LOG_FORMAT": "json", "WATCHER_LOG_LEVEL": "debug"}
+        assert resolve_log_options("console", "error", environ=env) == ("console", "error")
+
+    @pytest.mark.parametrize(
+        ("args", "env", "named"),
+        [
+            ((None, None), {"WATCHER_LOG_LEVEL": "chatty"}, "$WATCHER_LOG_LEVEL"),
+            ((None, None), {"WATCHER_LOG_FORMAT": "xml"}, "$WATCHER_LOG_FORMAT"),
+            (("xml", None), {}, "--log-format"),
+            ((None, "chatty"), {}, "--log-level"),
+        ],
+    )
+    def test_unknown_values_name_their_source(
+        self, args: tuple[str | None, str | None], env: dict[str, str], named: str
+    ) -> None:
+        with pytest.raises(ValueError, match=re.escape(named)):
+            resolve_log_options(*args, environ=env)
+
+    def test_reads_os_environ_by_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("WATCHER_LOG_LEVEL", "error")
+        monkeypatch.delenv("WATCHER_LOG_FORMAT", raising=False)
+        assert resolve_log_options() == (None, "error")

@@ -199,6 +199,23 @@ class TestDockerfile:
         assert "--interval=" in options
         assert "--start-period=" in options
 
+    def test_oci_labels_and_health_port(self) -> None:
+        """OCI image labels (licence as the SPDX id pyproject.toml declares), EXPOSE 9464."""
+        stage = final_stage()
+        labels = " ".join(i.args for i in stage if i.keyword == "LABEL")
+        for key in ("title", "description", "version", "licenses"):
+            assert f"org.opencontainers.image.{key}=" in labels
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+        assert f'org.opencontainers.image.licenses="{project["license"]}"' in labels
+        assert only(stage, "EXPOSE") == "9464"
+
+    def test_build_works_on_a_debian_python3_base(self) -> None:
+        """The build calls python3 (a Debian base has no `python`), pip only in the build."""
+        build = stages(DOCKERFILE.read_text())[0]
+        runs = " ".join(i.args for i in build if i.keyword == "RUN")
+        assert "python3 -m venv /opt/finetune-watcher" in runs
+        assert "python -m" not in runs
+
     def test_entrypoint_is_the_project_script(self) -> None:
         """The ENTRYPOINT names the console script pyproject.toml installs."""
         project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -225,7 +242,7 @@ class TestDockerfile:
             for word in shlex.split(i.args)[:-1]
             if not word.startswith("--")
         ]
-        assert sources == ["pyproject.toml", "README.md", "watcher"]
+        assert sources == ["pyproject.toml", "README.md", "LICENSE", "watcher"]
         for source in sources:
             assert (ROOT / source).exists(), source
             assert not dockerignore_excludes(source, patterns), source
@@ -500,11 +517,17 @@ class TestUnitFile:
         assert service["WatchdogSec"] == ["60"]
 
     def test_start_and_reload_commands(self, service: dict[str, list[str]]) -> None:
-        """run with the /etc config and JSON logs; reload = check-config, then SIGHUP."""
+        """run with the /etc config and JSON logs; reload = check-config, then SIGHUP.
+
+        The reload check validates the file only: no credentials directory (systemd 252
+        gives ExecReload= none it may read) and a placeholder key (a reload never re-reads
+        the key). .ci/systemd-test proves it under a real systemd.
+        """
         command = "/usr/local/bin/finetune-watcher"
         options = "-c /etc/finetune-watcher/watcher.yaml --log-format json"
         assert service["ExecStart"] == [f"{command} run {options}"]
         assert service["ExecReload"] == [
+            "/usr/bin/env -u CREDENTIALS_DIRECTORY CO_API_KEY=unused-by-the-reload-check "
             f"{command} check-config {options}",
             "/bin/kill -HUP $MAINPID",
         ]
@@ -517,10 +540,10 @@ class TestUnitFile:
         assert service["RestartPreventExitStatus"] == [str(EX_CONFIG)]
 
     def test_credential_state_and_user(self, service: dict[str, list[str]]) -> None:
-        """The key arrives as the credential the settings look for; state in StateDirectory."""
-        assert service["LoadCredential"] == [
-            f"{CREDENTIAL_NAME}:/etc/finetune-watcher/{CREDENTIAL_NAME}"
-        ]
+        """The key arrives as the credential the settings look for, from the credential
+        store (the bare form: a missing file is skipped, not a 243/CREDENTIALS loop);
+        state in StateDirectory."""
+        assert service["LoadCredential"] == [CREDENTIAL_NAME]
         assert service["DynamicUser"] == ["yes"]
         assert service["StateDirectory"] == ["finetune-watcher"]
         assert service["ConfigurationDirectory"] == ["finetune-watcher"]

@@ -307,6 +307,33 @@ class TestWatchdogLoop:
         ]
         assert logs[0]["heartbeat_age"] == 30.5
 
+    async def test_no_heartbeat_yet_counts_from_the_start(self, path_listener: Listener) -> None:
+        """A poll loop that has not beaten yet (heartbeat 0.0, the clock at the host's
+        uptime) is not stalled: it has stale_after seconds from the watchdog's start."""
+        notifier = path_listener.notifier()
+        fake = FakeTime()
+        fake.beat = 0.0
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    lambda: watchdog_loop(
+                        notifier,
+                        interval=0.001,
+                        heartbeat=fake.heartbeat,
+                        stale_after=30.0,
+                        clock=fake.clock,
+                    )
+                )
+                assert set(await received(path_listener, 3)) == {b"WATCHDOG=1\n"}
+                fake.now += 30.5  # still no beat, past the grace period: stalled
+                await fake.rounds(2)
+                path_listener.drain()
+                await fake.rounds(5)
+                assert path_listener.drain() == []
+                tg.cancel_scope.cancel()
+        notifier.close()
+        assert [(e["log_level"], e["heartbeat_age"]) for e in logs] == [("warning", 30.5)]
+
     async def test_a_missing_socket_does_not_stop_the_loop(self, tmp_path: Path) -> None:
         """The loop keeps going (and keeps quiet) when systemd's socket is gone."""
         notifier = SystemdNotifier(str(tmp_path / "gone"))

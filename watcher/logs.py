@@ -3,6 +3,12 @@
 One event per line: JSON when the stream is not a terminal, coloured key=value on one.
 Standard-library loggers (aiohttp, apprise) go through the same processors and the
 same stream, so every line has one format and passes the same redaction.
+
+A JSON line always has ``timestamp`` (ISO-8601 UTC), ``level``, ``logger`` and
+``message`` (structlog's ``event``, renamed: in this tool "event" means a fine-tuning
+event). When the stream is the systemd journal (``$JOURNAL_STREAM`` names it) each line
+starts with its syslog priority, ``<4>`` for a warning, so ``journalctl -p warning``
+finds it; without the prefix journald records every line at "info".
 """
 
 from __future__ import annotations
@@ -19,9 +25,32 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 from watcher.redact import MASK, SECRETS
 
-__all__ = ["configure_logging", "get_logger", "redact_secrets", "reset_logging"]
+__all__ = [
+    "configure_logging",
+    "get_logger",
+    "redact_secrets",
+    "reset_logging",
+    "resolve_log_options",
+    "writes_to_journal",
+]
 
 LogFormat = Literal["json", "console"]
+
+_FORMATS: tuple[LogFormat, ...] = ("json", "console")
+
+#: The logger name of a line whose logger has none (``structlog.get_logger()``).
+DEFAULT_LOGGER = "watcher"
+
+# syslog priorities (sd-daemon.h's SD_ERR ...): the prefix journald reads.
+_SYSLOG_PRIORITY = {
+    "debug": 7,
+    "info": 6,
+    "warning": 4,
+    "warn": 4,
+    "error": 3,
+    "exception": 3,
+    "critical": 2,
+}
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -79,9 +108,92 @@ class _NamedWriteLoggerFactory:
 
 def _add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     name = getattr(logger, "name", None)
-    if name:
-        event_dict.setdefault("logger", name)
+    event_dict.setdefault("logger", name or DEFAULT_LOGGER)
     return event_dict
+
+
+def _default_logger_name(
+    logger: WrappedLogger, method_name: str, event_dict: EventDict
+) -> EventDict:
+    if not event_dict.get("logger"):
+        event_dict["logger"] = DEFAULT_LOGGER
+    return event_dict
+
+
+def resolve_log_options(
+    fmt: str | None = None,
+    level: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    default_level: str = "info",
+) -> tuple[LogFormat | None, str]:
+    """The log format and level to use: explicit arguments, else the environment.
+
+    ``fmt``/``level`` (the ``--log-format``/``--log-level`` options) win; else
+    ``$WATCHER_LOG_FORMAT`` and ``$WATCHER_LOG_LEVEL`` (blank counts as unset); else
+    ``None`` for the format (``configure_logging`` picks by TTY) and ``default_level``.
+    Raises ``ValueError`` naming the option or variable for an unknown value.
+    """
+    environ = os.environ if environ is None else environ
+    chosen_fmt, fmt_source = fmt, "--log-format"
+    if not chosen_fmt:
+        chosen_fmt, fmt_source = (
+            environ.get("WATCHER_LOG_FORMAT", "").strip(),
+            "$WATCHER_LOG_FORMAT",
+        )
+    chosen_level, level_source = level, "--log-level"
+    if not chosen_level:
+        chosen_level, level_source = (
+            environ.get("WATCHER_LOG_LEVEL", "").strip(),
+            "$WATCHER_LOG_LEVEL",
+        )
+    resolved_fmt: LogFormat | None = None
+    if chosen_fmt:
+        lowered = chosen_fmt.strip().lower()
+        if lowered not in _FORMATS:
+            raise ValueError(
+                f"{fmt_source}: unknown log format {chosen_fmt!r}; use json or console"
+            )
+        resolved_fmt = lowered
+    resolved_level = (chosen_level or default_level).strip().lower()
+    if resolved_level not in _LEVELS:
+        raise ValueError(
+            f"{level_source}: unknown log level {chosen_level!r}; use one of {', '.join(_LEVELS)}"
+        )
+    return resolved_fmt, resolved_level
+
+
+def writes_to_journal(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``stream`` is the journal stream ``$JOURNAL_STREAM`` (``DEV:INODE``) names.
+
+    systemd sets the variable when stdout or stderr is connected to journald; comparing
+    the stream's own device and inode keeps the prefix out of a redirected stream.
+    """
+    environ = os.environ if environ is None else environ
+    raw = environ.get("JOURNAL_STREAM", "").strip()
+    if not raw:
+        return False
+    try:
+        dev, ino = (int(part) for part in raw.split(":", 1))
+        st = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class _SyslogPrefixed:
+    """Wraps a renderer: ``<N>`` (the syslog priority of the line's level) before the line."""
+
+    def __init__(self, renderer: Processor) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+        level = str(event_dict.get("level", method_name)).lower()
+        prefix = f"<{_SYSLOG_PRIORITY.get(level, 6)}>"
+        rendered = self._renderer(logger, method_name, event_dict)
+        text = rendered if isinstance(rendered, str) else str(rendered)
+        # A multi-line console rendering (a traceback) keeps the priority on every line.
+        return "\n".join(prefix + line for line in text.split("\n"))
 
 
 def _is_secret_key(key: object) -> bool:
@@ -149,6 +261,7 @@ def configure_logging(
     fmt: LogFormat | None = None,
     level: str = "info",
     stream: TextIO | None = None,
+    journal: bool | None = None,
 ) -> None:
     """Configure structlog and the stdlib root logger to write one line per event.
 
@@ -156,6 +269,9 @@ def configure_logging(
     is a TTY and ``json`` otherwise. Colours only on a TTY and when ``$NO_COLOR`` is unset
     or empty. ``level`` is a name (``debug`` ... ``critical``; ``ValueError`` otherwise).
     apprise and aiohttp's access log stay at WARNING unless ``level`` is ``debug``.
+    ``journal`` True prefixes every line with its syslog priority (``<3>`` ... ``<7>``);
+    None does so when the stream is the one ``$JOURNAL_STREAM`` names.
+    JSON lines carry ``message`` rather than structlog's ``event``.
     Idempotent: calling it again replaces the previous configuration. Loggers are not
     cached on first use, so a later call (or ``structlog.testing.capture_logs``) applies.
     """
@@ -169,8 +285,17 @@ def configure_logging(
         fmt = "console" if is_tty else "json"
     colors = is_tty and not os.environ.get("NO_COLOR")
 
-    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
-    tail: list[Processor] = [_exception_formatter(fmt), redact_secrets, _renderer(fmt, colors)]
+    if journal is None:
+        journal = writes_to_journal(stream)
+
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp")
+    renderer = _renderer(fmt, colors)
+    if journal:
+        renderer = _SyslogPrefixed(renderer)
+    tail: list[Processor] = [_exception_formatter(fmt), redact_secrets]
+    if fmt == "json":
+        tail.append(structlog.processors.EventRenamer("message"))
+    tail.append(renderer)
 
     structlog.configure(
         processors=[
@@ -192,6 +317,7 @@ def configure_logging(
                 structlog.contextvars.merge_contextvars,
                 structlog.processors.add_log_level,
                 structlog.stdlib.add_logger_name,
+                _default_logger_name,
                 timestamper,
             ],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],

@@ -152,10 +152,14 @@ async def watchdog_loop(
     (``watcher.progress.heartbeat_mono``). When ``clock() - heartbeat()`` exceeds
     ``stale_after`` no ping is sent, so systemd's ``WatchdogSec=`` expires and the
     service is restarted; a warning is logged once per stale period. Runs until cancelled.
+    A heartbeat older than the loop itself (the poll loop has not gone round yet, its
+    heartbeat still 0) counts from the loop's start: a fresh daemon gets ``stale_after``
+    seconds to beat, and is not reported as stalled by ``uptime`` seconds at start-up.
     """
     stale = False
+    started = clock()
     while True:
-        age = clock() - heartbeat()
+        age = clock() - max(heartbeat(), started)
         if age <= stale_after:
             notifier.watchdog()
             if stale:
