@@ -18,19 +18,25 @@ from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
 from watcher.errors import EX_CONFIG, ConfigError
-from watcher.lifecycle import DELETED, FAILED, READY
+from watcher.lifecycle import ModelKey, Phase
+from watcher.providers.cohere import DELETED, FAILED, READY
 from watcher.redact import SECRETS
 from watcher.settings import (
     ALLOWED_PLACEHOLDERS,
+    PROVIDER_NAMES,
     ApiKey,
+    CohereSettings,
     HealthSettings,
+    ModelSettings,
     NotifySettings,
+    ProviderSettings,
     Settings,
     format_duration,
     load_settings,
     parse_duration,
     register_secrets,
     resolve_api_key,
+    resolve_api_keys,
     summary_lines,
 )
 
@@ -150,7 +156,7 @@ class TestGoodConfigs:
         assert settings.poll.concurrency == 4
         assert settings.poll.max_requests_per_minute == 300
         assert settings.state.path == Path("state/watcher.db")
-        assert settings.notify.on == [READY, FAILED]
+        assert settings.notify.on == ["ready", "failed"]
         assert settings.notify.urls == []
         assert settings.notify.format == "text"
         assert settings.health.listen is None
@@ -184,12 +190,17 @@ class TestGoodConfigs:
         assert s.discover.interval == 300.0
 
     def test_full_config(self) -> None:
-        """Every key is read; statuses are normalised and deduplicated; the slash is stripped."""
+        """Every key is read; statuses are normalised and deduplicated; the slash is stripped.
+
+        ``ready`` is the common word; ``FAILED`` and ``READY`` are Cohere's shorthands."""
         s = load_settings(CONFIGS / "good" / "full.yaml", environ={})
         assert s.cohere.base_url == "http://127.0.0.1:8010"
         assert s.cohere.page_size == 100
         assert s.poll.jitter == 0.25
-        assert s.notify.on == [READY, FAILED, DELETED]
+        # ``FAILED`` names Cohere's STATUS_FAILED and every other provider's FAILED too.
+        assert s.notify.on[:2] == ["ready", FAILED]
+        assert {"FAILED", DELETED, READY} <= set(s.notify.on)
+        assert len(set(s.notify.on)) == len(s.notify.on)
         assert s.notify.format == "markdown"
         assert s.health.host == "::1"
         assert s.health.port == 9464
@@ -226,7 +237,7 @@ class TestGoodConfigs:
     def test_on_key_is_not_a_boolean(self, tmp_path: Path) -> None:
         """YAML 1.1 reads ``on:`` as true; our loader keeps it the key ``on``."""
         path = write(tmp_path, "notify:\n  on: [FAILED]\nmodels: [a]\n")
-        assert load_settings(path, environ={}).notify.on == [FAILED]
+        assert load_settings(path, environ={}).notify.on[0] == FAILED
 
     def test_settings_are_frozen(self) -> None:
         """Loaded settings cannot be changed in place."""
@@ -521,6 +532,28 @@ class TestApiKey:
         env = {"CREDENTIALS_DIRECTORY": str(tmp_path / "empty"), **KEY_ENV}
         assert resolve_api_key(load_settings(config, environ=env), env).source == "$CO_API_KEY"
 
+    def test_unreadable_credentials_directory(
+        self, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A credentials folder we may not look into (systemd 252's ExecReload=) is one
+        config line, not an internal error, even with another key available."""
+        denied = tmp_path / "credentials"
+
+        def exists(self: Path, *args: object, **kwargs: object) -> bool:
+            if self.parent == denied:
+                raise PermissionError(13, "Permission denied", str(self))
+            return True
+
+        monkeypatch.setattr(Path, "exists", exists)
+        env = {"CREDENTIALS_DIRECTORY": str(denied), **KEY_ENV}
+        settings = load_settings(config, environ=env)
+        with pytest.raises(ConfigError) as info:
+            resolve_api_key(settings, environ=env)
+        assert info.value.problems == [
+            f"$CREDENTIALS_DIRECTORY/cohere-api-key: cannot read {denied / 'cohere-api-key'}: "
+            "Permission denied"
+        ]
+
     def test_blank_variables_count_as_unset(self, config: Path) -> None:
         """CO_API_KEY set to blanks does not hide COHERE_API_KEY."""
         env = {"CO_API_KEY": "  ", "COHERE_API_KEY": "sk-cohere"}
@@ -583,7 +616,7 @@ class TestReporting:
         text = "\n".join(lines)
         assert MARKER not in text
         assert "models: 2: a, b (Bee)" in text
-        assert "notify on STATUS_READY, STATUS_FAILED: 1 target: json://127.0.0.1:8011" in text
+        assert "notify on ready, failed: 1 target: json://127.0.0.1:8011" in text
         assert "ops notify: 1 target: slack://…" in text
         assert "notify Bee also: 1 target: discord://…" in text
         assert "key from cohere.api_key" in text
@@ -646,3 +679,144 @@ class TestPerStatusTemplates:
         with pytest.raises(ConfigError) as info:
             load_settings(path, environ={})
         assert any("notify.templates.STATUS_READY.body" in p for p in info.value.problems)
+
+
+class TestProviders:
+    def test_models_default_to_cohere(self, tmp_path: Path) -> None:
+        """A model without ``provider:`` is Cohere's; its key names the provider."""
+        path = write(tmp_path, "models:\n  - a\n  - {id: b, provider: ' Cohere '}\n")
+        settings = load_settings(path, environ={})
+        assert [m.provider for m in settings.models] == ["cohere", "cohere"]
+        assert list(settings.model_by_key()) == [ModelKey("cohere", "a"), ModelKey("cohere", "b")]
+        assert settings.providers_in_use() == ("cohere",)
+        assert PROVIDER_NAMES[0] == "cohere"
+
+    def test_unknown_provider_lists_the_valid_ones(self, tmp_path: Path) -> None:
+        """A provider the watcher does not know is one line naming the valid ones."""
+        path = write(tmp_path, "models:\n  - {id: a, provider: openia}\n")
+        assert problems_of(path) == [
+            "models.0.provider: unknown provider; valid: "
+            "cohere, openai, azure-openai, mistral, together, fireworks"
+        ]
+
+    def test_ids_are_unique_per_provider(self, tmp_path: Path) -> None:
+        """The same id twice for one provider (spelt out or by default) is an error."""
+        path = write(tmp_path, "models:\n  - a\n  - {id: a, provider: cohere}\n")
+        assert problems_of(path) == ["models: models.0 and models.1 have the same id"]
+
+    def test_discovery_uses_the_default_provider(self, tmp_path: Path) -> None:
+        """Discovery without models still needs Cohere (it lists Cohere's models)."""
+        settings = load_settings(CONFIGS / "good" / "discover-only.yaml", environ={})
+        assert settings.providers_in_use() == ("cohere",)
+
+    def test_budget_falls_back_to_the_global_one(self, tmp_path: Path) -> None:
+        """cohere.max_requests_per_minute wins; unset, poll.max_requests_per_minute applies."""
+        plain = load_settings(write(tmp_path, "poll: {max_requests_per_minute: 120}\nmodels: [a]\n",
+                                    "1.yaml"), environ={})  # fmt: skip
+        own = load_settings(
+            write(tmp_path, "cohere: {max_requests_per_minute: 50}\nmodels: [a]\n", "2.yaml"),
+            environ={"WATCHER_POLL__MAX_REQUESTS_PER_MINUTE": "120"},
+        )
+        assert plain.cohere.max_requests_per_minute is None
+        assert plain.requests_per_minute("cohere") == 120
+        assert own.requests_per_minute("cohere") == 50
+        assert isinstance(own.provider_section("cohere"), ProviderSettings)
+        assert "budget 50 requests/min" in "\n".join(summary_lines(own, None))
+
+    def test_budget_must_be_positive(self, tmp_path: Path) -> None:
+        """A provider budget of 0 is an error like the global one."""
+        path = write(tmp_path, "cohere: {max_requests_per_minute: 0}\nmodels: [a]\n")
+        assert problems_of(path) == [
+            "cohere.max_requests_per_minute: must be greater than or equal to 1"
+        ]
+
+    def test_cohere_section_is_a_provider_section(self) -> None:
+        """CohereSettings extends the common provider section and names its SDK's variables."""
+        section = CohereSettings()
+        assert isinstance(section, ProviderSettings)
+        assert section.base_url == "https://api.cohere.com"
+        assert CohereSettings.key_variables == ("CO_API_KEY", "COHERE_API_KEY")
+        assert ModelSettings(id="x").key == ModelKey("cohere", "x")
+
+
+class TestNotifyWords:
+    @pytest.mark.parametrize(
+        ("words", "expected"),
+        [
+            (["ready", "failed"], ["ready", "failed"]),
+            (["cancelled", "queued", "running"], ["cancelled", "queued", "running"]),
+            (["READY", "STATUS_FAILED", "STATUS_DELETED"], [READY, FAILED, DELETED]),
+            (["Ready", " ready "], [READY, "ready"]),
+            (["failed", "failed", "STATUS_FAILED"], ["failed", FAILED]),
+        ],
+        ids=["common-words", "every-common-word", "cohere-statuses", "case-decides", "dedup"],
+    )
+    def test_common_words_and_statuses(self, words: list[str], expected: list[str]) -> None:
+        """Lower-case common words stay words (a phase); anything else is a provider's status."""
+        assert NotifySettings(on=words).on == expected
+
+    def test_a_word_names_every_provider_status_it_spells(self) -> None:
+        """``paused`` keeps meaning Cohere's STATUS_PAUSED and also names OpenAI's ``paused``."""
+        on = NotifySettings(on=["paused", "FAILED"]).on
+        assert {"STATUS_PAUSED", "paused", FAILED, "FAILED"} <= set(on)
+        assert on[0] == "STATUS_PAUSED"
+
+    def test_a_template_key_applies_to_every_status_it_names(self) -> None:
+        """A template under ``FAILED`` is used for Cohere's and Mistral's failure alike."""
+        notify = NotifySettings(templates={"FAILED": {"title": "x {name}"}})
+        assert notify.templates_for(FAILED)[0] == "x {name}"
+        assert notify.templates_for("FAILED")[0] == "x {name}"
+
+    def test_unknown_word(self) -> None:
+        """An unknown word lists Cohere's statuses and the common words."""
+        with pytest.raises(ValidationError) as info:
+            NotifySettings(on=["FINISHED"])
+        message = info.value.errors()[0]["msg"]
+        assert message == (
+            "Value error, unknown status; valid: STATUS_UNSPECIFIED, STATUS_QUEUED, "
+            "STATUS_FINETUNING, STATUS_DEPLOYING_API, STATUS_READY, STATUS_FAILED, STATUS_DELETED, "
+            "STATUS_TEMPORARILY_OFFLINE, STATUS_PAUSED (Cohere), "
+            "another provider's own status (README: Providers), "
+            "or any of queued, running, ready, failed, cancelled"
+        )
+
+    def test_templates_by_status_then_phase(self) -> None:
+        """A status's own template wins, then its phase's, then the general one."""
+        notify = NotifySettings(
+            title="general",
+            templates={"failed": {"title": "phase"}, "STATUS_READY": {"title": "status"}},
+        )
+        assert set(notify.templates) == {"failed", READY}
+        assert notify.templates_for(FAILED, Phase.FAILED) == ("phase", None)
+        assert notify.templates_for(READY, Phase.READY) == ("status", None)
+        assert notify.templates_for(DELETED, Phase.OTHER) == ("general", None)
+        assert notify.templates_for(FAILED) == ("general", None)
+
+
+class TestApiKeys:
+    def test_one_key_per_provider_in_use(self, tmp_path: Path) -> None:
+        """resolve_api_keys finds the key of every provider a model uses."""
+        settings = load_settings(write(tmp_path, "models: [a]\n"), environ={})
+        keys = resolve_api_keys(settings, KEY_ENV)
+        assert keys == {"cohere": ApiKey(SecretStr("sk-from-env"), "$CO_API_KEY")}
+
+    def test_missing_key_is_one_line_per_provider(self, tmp_path: Path) -> None:
+        """Without a key, the same one line as resolve_api_key, naming the file."""
+        path = write(tmp_path, "models: [a]\n")
+        with pytest.raises(ConfigError) as info:
+            resolve_api_keys(load_settings(path, environ={}), environ={})
+        assert info.value.source == str(path)
+        assert info.value.problems == [
+            "cohere: no API key: set CO_API_KEY (or COHERE_API_KEY), cohere.api_key_file, "
+            "or a systemd credential named cohere-api-key"
+        ]
+
+    def test_summary_and_secrets_take_the_mapping(self, tmp_path: Path) -> None:
+        """summary_lines and register_secrets accept the keys by provider."""
+        settings = load_settings(write(tmp_path, "models: [a]\n"), environ={})
+        keys = {"cohere": ApiKey(SecretStr("sk-hunter2-mapped"), "$CO_API_KEY")}
+        assert "cohere: https://api.cohere.com, key from $CO_API_KEY" in summary_lines(
+            settings, keys
+        )
+        register_secrets(settings, keys)
+        assert MARKER not in SECRETS.scrub("key sk-hunter2-mapped")

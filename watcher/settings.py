@@ -8,6 +8,13 @@ Sources, highest priority first: environment (``WATCHER_POLL__INTERVAL=30``), th
 the YAML file, then the defaults below. Relative paths (``state.path``,
 ``cohere.api_key_file``) are relative to the current directory, not to the file.
 
+Providers: each model names its provider (``provider: cohere``, the default), whose
+section (``cohere:``) says where its API is, how to find its key and, optionally, its
+own request budget (``max_requests_per_minute``; else ``poll.max_requests_per_minute``,
+the legacy global budget, applies to each provider). ``notify.on`` and
+``notify.templates`` take common words (``ready``, ``failed``, ``cancelled``,
+``queued``, ``running``: a phase of any provider) or a provider's own status.
+
 Environment variables: ``WATCHER_<SECTION>__<KEY>`` (case-insensitive) overrides
 ``section.key``; lists and mappings take JSON (``WATCHER_NOTIFY__URLS='["json://h/p"]'``);
 an empty value is ignored and ``null`` sets a key to null. A ``WATCHER_X__Y`` variable
@@ -18,19 +25,21 @@ and is ignored.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import ipaddress
 import logging
 import math
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
@@ -57,33 +66,46 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from watcher.errors import ConfigError
-from watcher.lifecycle import FAILED, KNOWN_STATUSES, READY
+from watcher.lifecycle import DEFAULT_PROVIDER, PHASE_WORDS, ModelKey, Phase
+from watcher.providers import PROVIDERS, providers_in_use, scheme_for
 from watcher.redact import SECRETS, redact_url
 from watcher.templates import PLACEHOLDERS, template_problems
 
 __all__ = [
     "ALLOWED_PLACEHOLDERS",
     "ApiKey",
+    "AzureOpenAISettings",
     "CohereSettings",
     "DiscoverSettings",
     "Duration",
+    "FireworksSettings",
     "HealthSettings",
+    "MistralSettings",
     "ModelSettings",
     "NotifySettings",
+    "OpenAISettings",
     "PollSettings",
+    "ProviderSettings",
     "Settings",
     "StateSettings",
+    "TogetherSettings",
     "format_duration",
+    "key_file_warnings",
     "load_settings",
     "parse_duration",
     "register_secrets",
     "resolve_api_key",
+    "resolve_api_keys",
+    "section_name",
     "summary_lines",
 ]
 
 ENV_PREFIX = "WATCHER_"
 ENV_DELIMITER = "__"
-CREDENTIAL_NAME = "cohere-api-key"
+CREDENTIAL_NAME = "cohere-api-key"  # systemd credential: "<provider>-api-key"
+
+#: The names ``models[].provider`` accepts (the registry's, ``watcher.providers.PROVIDERS``).
+PROVIDER_NAMES: tuple[str, ...] = tuple(PROVIDERS)
 
 #: Placeholders ``notify.title`` / ``notify.body`` may use (see ``watcher.templates``).
 ALLOWED_PLACEHOLDERS = frozenset(PLACEHOLDERS)
@@ -240,17 +262,22 @@ def _parse_listen(value: str) -> tuple[str, int]:
 _MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
-class CohereSettings(BaseModel):
-    """Where the Cohere API is and how to talk to it."""
+class ProviderSettings(BaseModel):
+    """What every provider section has: where the API is, its key, its limits.
+
+    ``max_requests_per_minute`` is this provider's budget (its limit is per key); None
+    falls back to ``poll.max_requests_per_minute``. Subclasses set ``key_variables``,
+    the environment variables its official SDK reads the key from, in order.
+    """
 
     model_config = _MODEL_CONFIG
+    key_variables: ClassVar[tuple[str, ...]] = ()
 
-    base_url: str = "https://api.cohere.com"
+    base_url: str
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
     timeout: Duration = 30.0
-    page_size: Annotated[int, Field(ge=1, le=1000)] = 50
-    client_name: Annotated[str, Field(min_length=1)] = "finetune-watcher"
+    max_requests_per_minute: Annotated[int | None, Field(ge=1)] = None
 
     @field_validator("base_url")
     @classmethod
@@ -262,18 +289,160 @@ class CohereSettings(BaseModel):
             raise ValueError("must be an http:// or https:// URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL")
+        if parts.username is not None or parts.password is not None:
+            # aiohttp refuses user:pass next to an Authorization header: the first request
+            # would fail; and a key belongs in api_key / api_key_file, not in a URL.
+            raise ValueError(
+                "must not contain credentials (user:password@); "
+                "put the key in api_key or api_key_file"
+            )
         return value.strip().rstrip("/")
 
     @field_validator("api_key_file")
     @classmethod
     def _readable(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            try:
-                with value.open("rb") as file:
-                    file.read(1)
-            except OSError as exc:
-                raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+        return _readable_file(value)
+
+
+class CohereSettings(ProviderSettings):
+    """Where the Cohere API is and how to talk to it."""
+
+    key_variables: ClassVar[tuple[str, ...]] = ("CO_API_KEY", "COHERE_API_KEY")
+
+    base_url: str = "https://api.cohere.com"
+    page_size: Annotated[int, Field(ge=1, le=1000)] = 50
+    client_name: Annotated[str, Field(min_length=1)] = "finetune-watcher"
+
+
+def _readable_file(value: Path | None) -> Path | None:
+    if value is not None:
+        try:
+            with value.open("rb") as file:
+                file.read(1)
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+    return value
+
+
+def _blank_as_none(value: str | None) -> str | None:
+    return (value.strip() or None) if value is not None else None
+
+
+_Optional = Annotated[str | None, AfterValidator(_blank_as_none)]
+
+
+class OpenAISettings(ProviderSettings):
+    """Where the OpenAI API is (the SDK's convention: with ``/v1``) and whose account.
+
+    ``organization`` / ``project`` are sent as ``OpenAI-Organization`` / ``OpenAI-Project``
+    (else ``$OPENAI_ORG_ID`` / ``$OPENAI_PROJECT_ID``, as the SDK reads them).
+    ``webhook_secret_file`` holds the webhook signing secret (``whsec_...``) for
+    receiving OpenAI's webhooks. ``page_size``: jobs/events per list request.
+    """
+
+    key_variables: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
+
+    base_url: str = "https://api.openai.com/v1"
+    organization: _Optional = None
+    project: _Optional = None
+    webhook_secret_file: Path | None = None
+    page_size: Annotated[int, Field(ge=1, le=100)] = 100
+
+    @field_validator("webhook_secret_file")
+    @classmethod
+    def _readable_secret(cls, value: Path | None) -> Path | None:
+        return _readable_file(value)
+
+
+class AzureOpenAISettings(ProviderSettings):
+    """Where the Azure OpenAI resource is: ``https://RESOURCE.openai.azure.com/openai/v1``.
+
+    ``base_url`` has no default and is required once a model uses ``azure-openai``.
+    The v1 API needs no version; an older deployment's dated API
+    (``https://RESOURCE.openai.azure.com/openai``) needs ``api_version`` (e.g.
+    ``2024-10-21``), sent as ``?api-version=`` on every request; a base URL written with
+    ``?api-version=X`` sets it too.
+    """
+
+    key_variables: ClassVar[tuple[str, ...]] = ("AZURE_OPENAI_API_KEY",)
+
+    base_url: str = ""
+    api_version: _Optional = None
+    page_size: Annotated[int, Field(ge=1, le=100)] = 100
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_from_url(cls, data: Any) -> Any:
+        # "https://r.openai.azure.com/openai?api-version=2024-10-21" -> base URL + api_version.
+        if isinstance(data, dict) and isinstance(data.get("base_url"), str):
+            url, _, query = data["base_url"].strip().partition("?")
+            if query:
+                params = dict(part.partition("=")[::2] for part in query.split("&") if part)
+                version = params.pop("api-version", None)
+                if params or not version:
+                    return data  # left for _http_url to reject
+                data = {**data, "base_url": url}
+                data.setdefault("api_version", version)
+        return data
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        # Empty: not configured (an error only if a model uses Azure: Settings checks).
+        if "?" in value:
+            raise ValueError("must be an http(s) URL with no query but ?api-version=")
+        return ProviderSettings._http_url(value) if value.strip() else ""
+
+
+class MistralSettings(ProviderSettings):
+    """Where the Mistral API is (the SDK's convention: host only, no ``/v1``)."""
+
+    key_variables: ClassVar[tuple[str, ...]] = ("MISTRAL_API_KEY",)
+
+    base_url: str = "https://api.mistral.ai"
+    page_size: Annotated[int, Field(ge=1, le=100)] = 100
+
+
+class TogetherSettings(ProviderSettings):
+    """Where the Together AI API is (the SDK's convention: host only, no ``/v1``)."""
+
+    key_variables: ClassVar[tuple[str, ...]] = ("TOGETHER_API_KEY",)
+
+    base_url: str = "https://api.together.ai"
+
+
+class FireworksSettings(ProviderSettings):
+    """Where the Fireworks AI API is (host only, no ``/v1``) and which account.
+
+    ``account_id`` (else ``$FIREWORKS_ACCOUNT_ID``) is required once a model uses
+    ``fireworks``: every job URL names it.
+    """
+
+    key_variables: ClassVar[tuple[str, ...]] = ("FIREWORKS_API_KEY",)
+
+    base_url: str = "https://api.fireworks.ai"
+    account_id: _Optional = None
+    page_size: Annotated[int, Field(ge=1, le=200)] = 200
+
+    @field_validator("account_id")
+    @classmethod
+    def _plain_account(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError("must be a Fireworks account id (letters, digits, '-', '_', '.')")
         return value
+
+
+#: Environment variables an official SDK reads for a section key the file leaves unset.
+_SECTION_ENV_DEFAULTS: dict[tuple[str, str], str] = {
+    ("openai", "organization"): "OPENAI_ORG_ID",
+    ("openai", "project"): "OPENAI_PROJECT_ID",
+    ("fireworks", "account_id"): "FIREWORKS_ACCOUNT_ID",
+}
+
+
+def section_name(provider: str) -> str:
+    """The settings section of provider ``provider``: ``azure-openai`` -> ``azure_openai``."""
+    return provider.replace("-", "_")
 
 
 class PollSettings(BaseModel):
@@ -285,31 +454,125 @@ class PollSettings(BaseModel):
     settled_interval: Duration = 1800.0
     concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     jitter: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1
+    # Each provider's budget unless its section sets its own (legacy: once global).
     max_requests_per_minute: Annotated[int, Field(ge=1)] = 300
     backoff_cap: Duration = 600.0
 
 
+_STATE_URL_SCHEMES = ("postgresql", "postgres")
+
+
 class StateSettings(BaseModel):
-    """Where the SQLite state lives (relative to the current directory)."""
+    """Where the state lives: a SQLite file (``path``, relative to the current directory)
+    or a PostgreSQL database shared by replicas (``url``); exactly one of them.
+
+    ``url`` (``postgresql://…`` or ``postgres://…``) switches to PostgreSQL and
+    high availability (docs/ha.md): libpq's ``PG*`` variables and passfile work, and
+    ``password_file`` holds the password (never printed; the URL is shown without
+    it). ``lease_ttl`` is how long a leader's lease lasts unrenewed: a standby takes
+    over within it when the leader dies. ``path`` keeps its default while ``url`` is
+    unset; setting both is an error, and an empty ``path`` (``WATCHER_STATE__PATH=""``,
+    ``path: null``) switches an image's default path off.
+    """
 
     model_config = _MODEL_CONFIG
 
     path: Path = Path("state/watcher.db")
+    url: str | None = None
+    password_file: Path | None = None
+    lease_ttl: Annotated[Duration, Field(ge=0.5, le=3600)] = 15.0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "path" in data:
+            value = data["path"]
+            if value is None or (isinstance(value, str) and not value.strip()):
+                data = {k: v for k, v in data.items() if k != "path"}
+        return data
 
-def _status_name(value: object) -> object:
-    """``"ready"`` / ``"READY"`` -> ``"STATUS_READY"``; only known statuses pass."""
-    if not isinstance(value, str):
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        scheme, sep, _ = value.partition("://")
+        if not sep or scheme.lower() not in _STATE_URL_SCHEMES:
+            raise ValueError("must be a postgresql:// or postgres:// URL")
+        if "\x00" in value or not value.isprintable():
+            raise ValueError("must not contain control characters")
         return value
-    name = value.strip().upper()
-    if not name.startswith("STATUS_"):
-        name = "STATUS_" + name
-    if name not in KNOWN_STATUSES:
-        raise ValueError("unknown status; valid: " + ", ".join(KNOWN_STATUSES))
-    return name
+
+    @model_validator(mode="after")
+    def _one_location(self) -> StateSettings:
+        if self.url is not None and "path" in self.model_fields_set:
+            raise ValueError(
+                "set state.url (PostgreSQL) or state.path (SQLite), not both "
+                "(an empty WATCHER_STATE__PATH switches an image's default path off)"
+            )
+        if self.password_file is not None and self.url is None:
+            raise ValueError("state.password_file needs state.url (SQLite has no password)")
+        return self
+
+    @property
+    def backend(self) -> Literal["sqlite", "postgresql"]:
+        """Which store serves this state: ``postgresql`` when ``url`` is set."""
+        return "postgresql" if self.url is not None else "sqlite"
 
 
-Status = Annotated[str, BeforeValidator(_status_name)]
+def notify_statuses(word: str) -> list[str]:
+    """Every status a ``notify.on`` / ``notify.templates`` word names, across providers.
+
+    A common word in lower case (``ready``: a phase) stands for itself. Any other word
+    names each provider's status it spells -- exactly, or as that scheme accepts it
+    (case-insensitive, Cohere's ``STATUS_`` prefix optional) -- so Cohere's legacy
+    ``FAILED`` still means ``STATUS_FAILED`` while Mistral's ``FAILED`` is meant too:
+    announcing is per provider, and a status of another provider never matches.
+    """
+    word = word.strip()
+    if word in PHASE_WORDS:
+        return [word]
+    found: list[str] = []
+    schemes = [scheme_for(name) for name in PROVIDER_NAMES]
+    for scheme in schemes:
+        status = word if word in scheme.table else scheme.canonical(word)
+        if status is not None and status not in found:
+            found.append(status)
+    if not found:
+        default = scheme_for(PROVIDER_NAMES[0])
+        raise ValueError(
+            f"unknown status; valid: {', '.join(default.known)} "
+            f"({PROVIDERS[default.provider].title}), another provider's own status "
+            f"(README: Providers), or any of {', '.join(PHASE_WORDS)}"
+        )
+    return found
+
+
+def _notify_word(value: object) -> object:
+    """One word checked where it stands (so an error names ``notify.on.1``), kept as written."""
+    if isinstance(value, str):
+        notify_statuses(value)
+        return value.strip()
+    return value
+
+
+def _expand_words(words: list[str]) -> list[str]:
+    """``notify.on``: each word expanded to the statuses it names, first mention first."""
+    return list(dict.fromkeys(status for word in words for status in notify_statuses(word)))
+
+
+def _expand_template_keys(templates: dict[str, MessageTemplate]) -> dict[str, MessageTemplate]:
+    """``notify.templates``: a key naming several statuses applies to each of them."""
+    expanded: dict[str, MessageTemplate] = {}
+    for word, template in templates.items():
+        for status in notify_statuses(word):
+            expanded.setdefault(status, template)
+    return expanded
+
+
+#: A ``notify.on`` / ``notify.templates`` key: a common word or a provider's status.
+NotifyWord = Annotated[str, BeforeValidator(_notify_word)]
 
 
 class MessageTemplate(BaseModel):
@@ -332,7 +595,10 @@ class NotifySettings(BaseModel):
     model_config = _MODEL_CONFIG
 
     urls: AppriseUrls = []
-    on: Annotated[list[Status], Field(min_length=1)] = [READY, FAILED]
+    on: Annotated[list[NotifyWord], Field(min_length=1), AfterValidator(_expand_words)] = [
+        Phase.READY.value,
+        Phase.FAILED.value,
+    ]
     ops_urls: AppriseUrls = []
     give_up_after: Duration = 86400.0
     unreachable_after: Duration = 900.0
@@ -340,7 +606,10 @@ class NotifySettings(BaseModel):
     dashboard_url: str = "https://dashboard.cohere.com/fine-tuning/{model_id}"
     title: str | None = None
     body: str | None = None
-    templates: dict[Status, MessageTemplate] = {}  # per-status overrides of title/body
+    # per-status (or phase) title/body
+    templates: Annotated[
+        dict[NotifyWord, MessageTemplate], AfterValidator(_expand_template_keys)
+    ] = {}
     format: Literal["text", "markdown", "html"] = "text"
     stuck_after: Duration | None = None
 
@@ -362,22 +631,37 @@ class NotifySettings(BaseModel):
     def _known_placeholders(cls, value: str | None) -> str | None:
         return _check_template(value)
 
-    def templates_for(self, status: str) -> tuple[str | None, str | None]:
-        """(title, body) templates for ``status``: its override, else the general ones."""
+    def templates_for(
+        self, status: str, phase: Phase | str | None = None
+    ) -> tuple[str | None, str | None]:
+        """(title, body) templates for ``status`` (of ``phase``, from its provider's scheme):
+        the override for the status, else the one for its phase's word, else the general ones.
+        """
         override = self.templates.get(status)
+        if override is None and phase is not None:
+            override = self.templates.get(str(phase))
         if override is None:
             return self.title, self.body
         return override.title or self.title, override.body or self.body
 
 
 class ModelSettings(BaseModel):
-    """One watched model: its id, a display name and its own extra targets."""
+    """One watched model: its provider, its id there, a display name and its own targets."""
 
     model_config = _MODEL_CONFIG
 
     id: str
     name: str | None = None
     urls: AppriseUrls = []
+    provider: str = DEFAULT_PROVIDER
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        value = value.strip().lower().replace("_", "-")  # azure_openai -> azure-openai
+        if value not in PROVIDER_NAMES:
+            raise ValueError("unknown provider; valid: " + ", ".join(PROVIDER_NAMES))
+        return value
 
     @field_validator("id")
     @classmethod
@@ -387,6 +671,12 @@ class ModelSettings(BaseModel):
             raise ValueError("must not be empty")
         if any(ch.isspace() for ch in value):
             raise ValueError("must not contain whitespace")
+        # An id is one segment of an API path: "." / ".." or a "/" would address another
+        # path, a control character (NUL, ESC) is no id any provider gives out.
+        if value in (".", ".."):
+            raise ValueError("must be a model id, not '.' or '..'")
+        if "/" in value or not value.isprintable():
+            raise ValueError("must not contain '/' or control characters")
         return value
 
     @field_validator("name")
@@ -398,6 +688,24 @@ class ModelSettings(BaseModel):
     def label(self) -> str:
         """The name people see: ``name`` if given, else the id."""
         return self.name or self.id
+
+    @property
+    def key(self) -> ModelKey:
+        """How every layer names this model: ``(provider, id)``."""
+        return ModelKey(self.provider, self.id)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses; False for wildcards and other names.
+
+    The one copy of the rule (the health server asks it before it binds).
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class HealthSettings(BaseModel):
@@ -434,12 +742,7 @@ class HealthSettings(BaseModel):
     @property
     def is_loopback(self) -> bool:
         """True when the server is off or only reachable from this machine."""
-        if self.host is None or self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:  # a host name other than localhost
-            return False
+        return self.host is None or is_loopback(self.host)
 
 
 def _non_empty_patterns(value: list[str]) -> list[str]:
@@ -461,7 +764,19 @@ class DiscoverSettings(BaseModel):
     interval: Duration = 300.0
 
 
-_SECTIONS = ("cohere", "poll", "state", "notify", "health", "discover")
+_SECTIONS = (
+    "cohere",
+    "openai",
+    "azure_openai",
+    "mistral",
+    "together",
+    "fireworks",
+    "poll",
+    "state",
+    "notify",
+    "health",
+    "discover",
+)
 
 
 class Settings(BaseSettings):
@@ -482,6 +797,11 @@ class Settings(BaseSettings):
     )
 
     cohere: CohereSettings = CohereSettings()  # frozen: safe to share
+    openai: OpenAISettings = OpenAISettings()  # frozen: safe to share
+    azure_openai: AzureOpenAISettings = AzureOpenAISettings()  # frozen: safe to share
+    mistral: MistralSettings = MistralSettings()  # frozen: safe to share
+    together: TogetherSettings = TogetherSettings()  # frozen: safe to share
+    fireworks: FireworksSettings = FireworksSettings()  # frozen: safe to share
     poll: PollSettings = PollSettings()  # frozen: safe to share
     state: StateSettings = StateSettings()  # frozen: safe to share
     notify: NotifySettings = NotifySettings()  # frozen: safe to share
@@ -511,12 +831,45 @@ class Settings(BaseSettings):
     @field_validator("models")
     @classmethod
     def _unique_ids(cls, value: list[ModelSettings]) -> list[ModelSettings]:
-        first: dict[str, int] = {}
+        # Unique per provider: two providers may well use the same job id.
+        first: dict[ModelKey, int] = {}
         for index, model in enumerate(value):
-            if model.id in first:
-                raise ValueError(f"models.{first[model.id]} and models.{index} have the same id")
-            first[model.id] = index
+            if model.key in first:
+                raise ValueError(f"models.{first[model.key]} and models.{index} have the same id")
+            first[model.key] = index
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sdk_environment(cls, data: Any) -> Any:
+        # What an official SDK reads from its environment when the file leaves it unset
+        # ($FIREWORKS_ACCOUNT_ID, $OPENAI_ORG_ID, ...), as if written in the section.
+        if not isinstance(data, dict):
+            return data
+        context = _LOADING.get()
+        environ = context.environ if context is not None else os.environ
+        for (section, key), variable in _SECTION_ENV_DEFAULTS.items():
+            value = environ.get(variable, "").strip()
+            current = data.get(section)
+            if not value or not isinstance(current, dict | None):
+                continue
+            if (current or {}).get(key) is None:
+                data = {**data, section: {**(current or {}), key: value}}
+        return data
+
+    @model_validator(mode="after")
+    def _used_providers_configured(self) -> Settings:
+        used = self.providers_in_use()
+        if "azure-openai" in used and not self.azure_openai.base_url:
+            raise ValueError(
+                "azure_openai.base_url: required for azure-openai models, "
+                "e.g. https://RESOURCE.openai.azure.com/openai/v1"
+            )
+        if "fireworks" in used and not self.fireworks.account_id:
+            raise ValueError(
+                "fireworks.account_id: required for fireworks models (or set $FIREWORKS_ACCOUNT_ID)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _something_to_watch(self) -> Settings:
@@ -531,8 +884,28 @@ class Settings(BaseSettings):
         return self._config_path
 
     def model_by_id(self) -> dict[str, ModelSettings]:
-        """The configured models keyed by id (in file order)."""
+        """The configured models keyed by id (in file order; see ``model_by_key``)."""
         return {model.id: model for model in self.models}
+
+    def model_by_key(self) -> dict[ModelKey, ModelSettings]:
+        """The configured models keyed by ``(provider, id)`` (in file order)."""
+        return {model.key: model for model in self.models}
+
+    def providers_in_use(self) -> tuple[str, ...]:
+        """The providers the models use (and discovery's), in first-use order."""
+        return providers_in_use(self, discovery=self.discover.enabled)
+
+    def provider_section(self, name: str) -> ProviderSettings:
+        """The settings section of provider ``name`` (``azure-openai`` -> ``self.azure_openai``)."""
+        section = getattr(self, section_name(name), None)
+        if not isinstance(section, ProviderSettings):
+            raise KeyError(f"no provider section {name!r}")
+        return section
+
+    def requests_per_minute(self, name: str) -> int:
+        """Provider ``name``'s request budget: its own, else ``poll.max_requests_per_minute``."""
+        own = self.provider_section(name).max_requests_per_minute
+        return self.poll.max_requests_per_minute if own is None else own
 
     @classmethod
     def settings_customise_sources(
@@ -593,9 +966,46 @@ _ConfigLoader.add_implicit_resolver(
 )
 
 
+#: The largest configuration file read (1 MiB: a configuration of thousands of models
+#: is a few hundred KB; parsing 1 MiB of YAML takes about a second).
+MAX_CONFIG_BYTES = 1024 * 1024
+
+_NOT_REGULAR = "is not a regular file (a FIFO, device or socket); give the path of a YAML file"
+
+
+def _too_big(size: int) -> str:
+    return f"is {size:,} bytes; a configuration file may have at most {MAX_CONFIG_BYTES:,} bytes"
+
+
+def _check_config_file(path: Path, source: str) -> None:
+    """Refuse what is no regular file, or is larger than ``MAX_CONFIG_BYTES``, before reading."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read: {exc.strerror or exc}"]) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(source, [_NOT_REGULAR])
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(source, [_too_big(info.st_size)])
+
+
+def _read_config_bytes(path: Path) -> bytes:
+    """The file's bytes, bounded: opened without blocking (a FIFO swapped in after the
+    check must not hang the reader) and checked again on the open descriptor."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _FileProblem(_NOT_REGULAR)
+        data = file.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise _FileProblem(_too_big(max(info.st_size, len(data))))
+    return data
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_config_bytes(path).decode("utf-8")
     except UnicodeDecodeError:
         raise _FileProblem("cannot read: not UTF-8 text") from None
     except OSError as exc:
@@ -665,6 +1075,11 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
 
     ``environ`` defaults to ``os.environ``. Raises ``ConfigError(source=str(path))``
     with one ``field.path: message`` line per problem; no line contains a value.
+
+    The file must be a regular file (a FIFO, ``/dev/stdin`` or a device is refused, not
+    read as "no file") of at most ``MAX_CONFIG_BYTES``. Blocking (file I/O and a parse
+    of up to that size): a running event loop calls it in a worker thread
+    (``await anyio.to_thread.run_sync(load_settings, path)``); it is thread-safe.
     """
     environ = os.environ if environ is None else environ
     source = str(path)
@@ -672,6 +1087,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         raise ConfigError(source, ["file not found"])
     if path.is_dir():
         raise ConfigError(source, ["is a directory, not a configuration file"])
+    _check_config_file(path, source)
 
     env_vars = _watcher_env_vars(environ)
     problems = _unknown_env_sections(env_vars)
@@ -759,63 +1175,95 @@ def _describe_env_decode_error(context: _LoadContext, env_vars: dict[tuple[str, 
     return f"{culprit}: lists and mappings must be JSON, e.g. '[\"json://host/path\"]'"
 
 
-# --- The API key ------------------------------------------------------------------------
+# --- The API keys ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ApiKey:
-    """The Cohere API key and a human label of where it came from (never the key)."""
+    """A provider's API key and a human label of where it came from (never the key)."""
 
     value: SecretStr
     source: str
 
 
-def resolve_api_key(settings: Settings, environ: Mapping[str, str] | None = None) -> ApiKey:
-    """Find the key, first match wins; surrounding whitespace is stripped.
+def resolve_api_keys(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> dict[str, ApiKey]:
+    """The key of every provider in use (``Settings.providers_in_use``), by provider name.
 
-    Order: ``cohere.api_key_file`` -> ``$CREDENTIALS_DIRECTORY/cohere-api-key`` (systemd
-    ``LoadCredential``) -> ``cohere.api_key`` (also set by ``$WATCHER_COHERE__API_KEY``)
-    -> ``$CO_API_KEY`` -> ``$COHERE_API_KEY``. Blank variables count as unset; a key
-    file that exists must hold a key. Raises ``ConfigError``.
+    Each is found as ``resolve_api_key`` describes. Raises one ``ConfigError`` listing
+    every provider whose key is missing or unreadable.
+    """
+    keys: dict[str, ApiKey] = {}
+    problems: list[str] = []
+    for name in settings.providers_in_use():
+        try:
+            keys[name] = resolve_api_key(settings, environ, provider=name)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(str(settings.config_path), problems)
+    return keys
+
+
+def resolve_api_key(
+    settings: Settings, environ: Mapping[str, str] | None = None, *, provider: str = "cohere"
+) -> ApiKey:
+    """Find ``provider``'s key, first match wins; surrounding whitespace is stripped.
+
+    Order, for Cohere: ``cohere.api_key_file`` -> ``$CREDENTIALS_DIRECTORY/cohere-api-key``
+    (systemd ``LoadCredential``) -> ``cohere.api_key`` (also set by
+    ``$WATCHER_COHERE__API_KEY``) -> ``$CO_API_KEY`` -> ``$COHERE_API_KEY``; another
+    provider reads its own section, ``<name>-api-key`` and its SDK's variables
+    (``key_variables``). Blank variables count as unset; a key file that exists must
+    hold a key. Raises ``ConfigError``.
     """
     environ = os.environ if environ is None else environ
     source = str(settings.config_path)
+    section = settings.provider_section(provider)
+    credential = f"{provider}-api-key"
+    prefix = section_name(provider)
 
-    key_file = settings.cohere.api_key_file
+    key_file = section.api_key_file
     if key_file is not None:
-        return _key_from_file(key_file, f"cohere.api_key_file ({key_file})", source)
+        field = f"{prefix}.api_key_file"
+        return _key_from_file(key_file, f"{field} ({key_file})", source, field=field)
 
     credentials = environ.get("CREDENTIALS_DIRECTORY", "")
     if credentials:
-        found = Path(credentials) / CREDENTIAL_NAME
-        if found.exists():
-            return _key_from_file(found, f"$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME}", source)
+        found = Path(credentials) / credential
+        label = f"$CREDENTIALS_DIRECTORY/{credential}"
+        try:
+            present = found.exists()
+        except OSError as exc:  # a folder we may not look into (systemd 252's ExecReload=)
+            reason = exc.strerror or str(exc)
+            raise ConfigError(source, [f"{label}: cannot read {found}: {reason}"]) from None
+        if present:
+            return _key_from_file(found, label, source, field=label)
 
-    configured = settings.cohere.api_key
+    configured = section.api_key
     if configured is not None and configured.get_secret_value().strip():
+        variable = f"{ENV_PREFIX}{prefix.upper()}{ENV_DELIMITER}API_KEY"
         from_env = any(
-            name.upper() == f"{ENV_PREFIX}COHERE{ENV_DELIMITER}API_KEY" and value.strip()
-            for name, value in environ.items()
+            name.upper() == variable and value.strip() for name, value in environ.items()
         )
-        label = f"${ENV_PREFIX}COHERE{ENV_DELIMITER}API_KEY" if from_env else "cohere.api_key"
+        label = f"${variable}" if from_env else f"{prefix}.api_key"
         return ApiKey(SecretStr(configured.get_secret_value().strip()), label)
 
-    for name in ("CO_API_KEY", "COHERE_API_KEY"):
+    variables = type(section).key_variables
+    for name in variables:
         value = environ.get(name, "").strip()
         if value:
             return ApiKey(SecretStr(value), f"${name}")
 
-    raise ConfigError(
-        source,
-        [
-            "cohere: no API key: set CO_API_KEY (or COHERE_API_KEY), cohere.api_key_file, "
-            f"or a systemd credential named {CREDENTIAL_NAME}"
-        ],
-    )
+    where = [f"{prefix}.api_key_file", f"or a systemd credential named {credential}"]
+    if variables:
+        alternatives = " or ".join(variables[1:])
+        where.insert(0, f"{variables[0]}" + (f" (or {alternatives})" if alternatives else ""))
+    raise ConfigError(source, [f"{provider}: no API key: set {', '.join(where)}"])
 
 
-def _key_from_file(path: Path, label: str, source: str) -> ApiKey:
-    field = "cohere.api_key_file" if label.startswith("cohere.") else label
+def _key_from_file(path: Path, label: str, source: str, *, field: str) -> ApiKey:
     try:
         value = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
@@ -836,8 +1284,21 @@ def _targets(urls: list[SecretStr]) -> str:
     return f"{len(urls)} target{'s' if len(urls) > 1 else ''}: {labels}"
 
 
-def summary_lines(settings: Settings, api_key: ApiKey | None) -> list[str]:
-    """A short account of the configuration for ``check-config``; no secret in any line."""
+def _keys_by_provider(api_keys: Mapping[str, ApiKey] | ApiKey | None) -> Mapping[str, ApiKey]:
+    # A single key is Cohere's (the callers from before there were providers).
+    if api_keys is None:
+        return {}
+    if isinstance(api_keys, ApiKey):
+        return {DEFAULT_PROVIDER: api_keys}
+    return api_keys
+
+
+def summary_lines(settings: Settings, api_keys: Mapping[str, ApiKey] | ApiKey | None) -> list[str]:
+    """A short account of the configuration for ``check-config``; no secret in any line.
+
+    ``api_keys``: the resolved keys by provider (``resolve_api_keys``), or Cohere's key.
+    """
+    keys = _keys_by_provider(api_keys)
     poll, notify = settings.poll, settings.notify
     shown = [f"{m.id} ({m.name})" if m.name else m.id for m in settings.models[:_SUMMARY_MODELS]]
     if len(settings.models) > _SUMMARY_MODELS:
@@ -851,9 +1312,13 @@ def summary_lines(settings: Settings, api_key: ApiKey | None) -> list[str]:
         f"{format_duration(poll.settled_interval)}, {poll.concurrency} at once, "
         f"budget {poll.max_requests_per_minute} requests/min"
     )
-    key = api_key.source if api_key is not None else "not resolved"
-    lines.append(f"cohere: {redact_url(settings.cohere.base_url)}, key from {key}")
-    lines.append(f"state: {settings.state.path} ({settings.state.path.absolute()})")
+    for name in settings.providers_in_use() or (DEFAULT_PROVIDER,):
+        section = settings.provider_section(name)
+        key = keys[name].source if name in keys else "not resolved"
+        budget = section.max_requests_per_minute
+        own_budget = f", budget {budget} requests/min" if budget is not None else ""
+        lines.append(f"{name}: {redact_url(section.base_url)}, key from {key}{own_budget}")
+    lines.append(_state_line(settings.state))
     lines.append(f"health: {settings.health.listen or 'off'}")
     discover = settings.discover
     lines.append(
@@ -868,16 +1333,138 @@ def summary_lines(settings: Settings, api_key: ApiKey | None) -> list[str]:
 _SUMMARY_MODELS = 10
 
 
-def register_secrets(settings: Settings, api_key: ApiKey | None) -> None:
-    """Add the key and every apprise URL (global, ops, per model) to ``redact.SECRETS``."""
-    if api_key is not None:
+def _state_line(state: StateSettings) -> str:
+    """Which backend holds the state, and where (a URL without its password)."""
+    if state.url is None:
+        return f"state: SQLite {state.path} ({state.path.absolute()})"
+    from watcher.store.postgres import redact_url as redact_database_url  # psycopg: on demand
+
+    password = f", password from {state.password_file}" if state.password_file else ""
+    return (
+        f"state: PostgreSQL {redact_database_url(state.url)} (lease_ttl "
+        f"{format_duration(state.lease_ttl)}{password})"
+    )
+
+
+def register_secrets(
+    settings: Settings,
+    api_keys: Mapping[str, ApiKey] | ApiKey | None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Add every secret the configuration knows to ``redact.SECRETS``: the resolved keys,
+    every provider's key that can be found (its file, credential, setting or SDK
+    variable, as ``resolve_api_key`` finds it: also for commands that need no key, so
+    ``status`` scrubs a key an API error echoed), base-URL credentials, webhook
+    secrets, the state database's password, and every apprise URL (global, ops, per
+    model).
+
+    ``api_keys``: the resolved keys by provider (``resolve_api_keys``), or Cohere's key.
+    ``environ`` defaults to ``os.environ``.
+    """
+    environ = os.environ if environ is None else environ
+    for api_key in _keys_by_provider(api_keys).values():
         SECRETS.add(api_key.value.get_secret_value())
-    if settings.cohere.api_key is not None:
-        SECRETS.add(settings.cohere.api_key.get_secret_value().strip())
-    password = urlsplit(settings.cohere.base_url).password
-    if password:
-        SECRETS.add(password)
+    for name in PROVIDER_NAMES:
+        section = settings.provider_section(name)
+        if section.api_key is not None:
+            SECRETS.add(section.api_key.get_secret_value().strip())
+        with contextlib.suppress(ConfigError):  # no key for a provider not in use
+            SECRETS.add(resolve_api_key(settings, environ, provider=name).value.get_secret_value())
+        _register_url_credentials(section.base_url)
+    webhook_file = settings.openai.webhook_secret_file
+    if webhook_file is not None:
+        SECRETS.add(_first_line(webhook_file))
+    SECRETS.add(environ.get("OPENAI_WEBHOOK_SECRET", "").strip())
+    # The state database's credentials, when the state is a server (state.url).
+    state_url = getattr(settings.state, "url", None)
+    if isinstance(state_url, SecretStr):
+        state_url = state_url.get_secret_value()
+    if isinstance(state_url, str):
+        _register_url_credentials(state_url)
+    password_file = getattr(settings.state, "password_file", None)
+    if isinstance(password_file, Path):
+        SECRETS.add(_first_line(password_file))
+    SECRETS.add(environ.get("PGPASSWORD", ""))
     urls = [*settings.notify.urls, *settings.notify.ops_urls]
     urls.extend(url for model in settings.models for url in model.urls)
     for url in urls:
         SECRETS.add_url(url.get_secret_value())
+
+
+def _register_url_credentials(url: str) -> None:
+    """``user:password@`` of ``url`` (decoded and as written)."""
+    try:
+        parts = urlsplit(url)
+        password, username = parts.password, parts.username
+    except ValueError:
+        return
+    # A user name alone is how some services spell a token (https://TOKEN@host).
+    for part in (password, None if password else username):
+        if part:
+            SECRETS.add(part)
+            SECRETS.add(unquote(part))
+
+
+def _first_line(path: Path) -> str:
+    """The secret a file holds (its first line, stripped); empty when unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return text.splitlines()[0].strip() if text else ""
+
+
+def key_file_warnings(settings: Settings) -> list[str]:
+    """One line per secret file (any provider's ``api_key_file``, the OpenAI webhook
+    secret) that every user of the machine may read: ``check-config`` prints them, the
+    daemon logs them at start. Empty when all are private."""
+    files = [
+        (f"{section_name(name)}.api_key_file", settings.provider_section(name).api_key_file)
+        for name in PROVIDER_NAMES
+    ]
+    files.append(("openai.webhook_secret_file", settings.openai.webhook_secret_file))
+    warnings: list[str] = []
+    for field, path in files:
+        if path is None:
+            continue
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & stat.S_IROTH:
+            warnings.append(
+                f"{field} ({path}) is readable by every user (mode {stat.S_IMODE(mode):04o}); "
+                f"make it private: chmod 600 {path}"
+            )
+    return warnings
+
+
+# --- Reloading -----------------------------------------------------------------------------
+
+#: Settings a running daemon cannot change (``state.path``: the open, locked store;
+#: ``health.listen``: the bound socket; a provider's ``api_key`` / ``api_key_file``: keys are
+#: resolved once at start, and systemd's ``ExecReload=`` has no ``$CREDENTIALS_DIRECTORY``).
+#: A reload keeps their running values and logs one warning naming them. Everything else
+#: reloads live.
+RESTART_ONLY_KEYS: tuple[str, ...] = (
+    "state.path",
+    "state.url",
+    "state.password_file",
+    "state.lease_ttl",
+    "health.listen",
+    *(
+        f"{section_name(name)}.{key}"
+        for name in PROVIDER_NAMES
+        for key in ("api_key", "api_key_file")
+    ),
+)
+
+
+def restart_only_changes(old: Settings, new: Settings) -> list[str]:
+    """The ``RESTART_ONLY_KEYS`` whose value differs between ``old`` and ``new``, in order."""
+    changed: list[str] = []
+    for dotted in RESTART_ONLY_KEYS:
+        section, _, key = dotted.partition(".")
+        if getattr(getattr(old, section), key) != getattr(getattr(new, section), key):
+            changed.append(dotted)
+    return changed
