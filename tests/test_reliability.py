@@ -510,7 +510,9 @@ HOSTILE: dict[str, str | None] = {
 # What a tolerated oddity leaves as the model's status (TRAINING is FINETUNING since t=1).
 TOLERATED_STATUS = {
     "naive_timestamp": FINETUNING,  # read as UTC
-    "future_timestamp": FINETUNING,  # the newest event, even ten years ahead
+    # The newest event (FINETUNING) is dated ten years ahead: quarantined (lifecycle's
+    # FUTURE_TOLERANCE), so the status is what the real events say.
+    "future_timestamp": QUEUED,
     "unknown_status": "STATUS_SOMETHING_NEW",  # data, not an error
     "missing_fields": FINETUNING,  # no user_id, no next_page_token: one page
 }
