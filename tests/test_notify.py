@@ -822,7 +822,8 @@ class TestBodyFormats:
         assert "&lt;b&gt;R&amp;D&lt;/b&gt;" in message.body
         assert "<b>R&D</b>" not in message.body
         assert message.body.count("<br>") >= 3
-        assert message.title == "✅ <b>R&D</b> is ready"  # titles are plain text
+        # Escaped like the body (issue 11).
+        assert message.title == "✅ &lt;b&gt;R&amp;D&lt;/b&gt; is ready"
 
     def test_html_template_markup_is_kept(self) -> None:
         """A template's own markup stays; only the values in it are escaped."""

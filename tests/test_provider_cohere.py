@@ -303,7 +303,7 @@ class TestRegistry:
     def test_cohere_is_registered_lazily(self) -> None:
         """The registry names Cohere first (the default); its class, title and scheme come
         from its module."""
-        assert list(PROVIDERS)[0] == "cohere"
+        assert next(iter(PROVIDERS)) == "cohere"
         assert PROVIDERS["cohere"].title == "Cohere"
         assert provider_class("cohere") is CohereProvider
         assert scheme_for("cohere") is COHERE_SCHEME

@@ -5,18 +5,28 @@ provider's title, status scheme and dashboard link, templates) becomes a ``Messa
 the ops reports (key rejected, API unreachable, model not found, stuck, given up) are
 built here too, so no other module holds message text. Nothing here names a provider:
 the provider's ``title`` and its ``StatusScheme`` are parameters.
+
+Values from outside (a model's name and id, statuses, an API's error text, base model,
+metrics) are made safe here, once, before any message holds them: every registered
+secret masked, on one line without control characters (a newline cannot forge a line),
+capped (names and statuses ``NAME_LIMIT``, errors ``ERROR_LIMIT`` characters, with
+``…``), then escaped for the message's format: ``html`` escapes them in the title and the
+body, ``markdown`` backslash-escapes the characters that make links, emphasis, code and
+HTML (:func:`escape_value`). A template's own markup is left as written.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
 
 from watcher.lifecycle import Notice, Phase, StatusScheme
+from watcher.redact import ERROR_LIMIT, NAME_LIMIT, safe_text
 from watcher.templates import render_template
 
 __all__ = [
@@ -28,6 +38,7 @@ __all__ = [
     "auth_failing_message",
     "auth_recovered_message",
     "dashboard_link",
+    "escape_value",
     "format_duration",
     "format_metrics",
     "format_time",
@@ -139,6 +150,29 @@ def dashboard_link(dashboard_url: str, model_id: str) -> str:
     return dashboard_url.replace("{model_id}", quote(model_id, safe=""))
 
 
+# --- Outside values ---------------------------------------------------------------------
+
+# What makes markup in (CommonMark / Slack-style) markdown: links and images ``[]()!``,
+# emphasis ``*_~``, code `````, raw HTML ``<>``, headings ``#``, tables ``|``, escapes ``\``.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#!|~])")
+#: Fields that are no outside words (times, durations) or are links made of quoted parts.
+_UNESCAPED_IN_MARKDOWN = frozenset({"dashboard_url"})
+
+
+def escape_value(value: str, body_format: str) -> str:
+    """``value`` as plain text inside a message of ``body_format`` (``text``: as it is)."""
+    if body_format == "html":
+        return html.escape(value, quote=True)
+    if body_format == "markdown":
+        return _MARKDOWN_SPECIAL.sub(r"\\\1", value)
+    return value
+
+
+def _outside(value: str | None, limit: int = NAME_LIMIT) -> str:
+    """An outside value made safe for any message: no secret, one line, capped."""
+    return safe_text(value, limit) if value else (value or "")
+
+
 # --- Notices --------------------------------------------------------------------------
 
 
@@ -158,18 +192,18 @@ def notice_fields(
     UTC, durations short (``2h 14m``), anything unknown is ``unknown``.
     """
     return {
-        "model_id": notice.model_id,
-        "name": name or notice.model_id,
-        "status": notice.status,
-        "status_label": human_status(notice.status, scheme),
-        "previous_status": human_status(notice.previous_status, scheme),
+        "model_id": _outside(notice.model_id),
+        "name": _outside(name or notice.model_id),
+        "status": _outside(notice.status),
+        "status_label": _outside(human_status(notice.status, scheme)),
+        "previous_status": _outside(human_status(notice.previous_status, scheme)),
         "event_at": format_time(notice.event_at),
         "previous_since": format_time(notice.previous_since),
         "time_in_previous": format_duration(notice.previous_duration_seconds),
         "duration": format_duration(notice.duration_seconds),
-        "base_model": base_model or UNKNOWN,
-        "dashboard_url": dashboard_link(dashboard_url, notice.model_id),
-        "metrics": format_metrics(metrics),
+        "base_model": _outside(base_model or UNKNOWN),
+        "dashboard_url": _outside(dashboard_link(dashboard_url, notice.model_id), ERROR_LIMIT),
+        "metrics": _outside(format_metrics(metrics), ERROR_LIMIT),
     }
 
 
@@ -188,9 +222,10 @@ def render_notice(
 ) -> Message:
     """The message announcing ``notice``: the templates if given, else the defaults.
 
-    With ``body_format`` html, placeholder values in the body are HTML-escaped and the
-    default body's lines become ``<br>`` lines; with markdown, they end in hard breaks.
-    A template's own markup is left as written. Titles are plain text.
+    With ``body_format`` html, placeholder values in the title and the body are
+    HTML-escaped and the default body's lines become ``<br>`` lines; with markdown,
+    values are markdown-escaped (:func:`escape_value`) and lines end in hard breaks. A
+    template's own markup is left as written.
     """
     fields = notice_fields(
         notice,
@@ -201,13 +236,18 @@ def render_notice(
         metrics=metrics,
     )
     body_fields = fields
-    if body_format == "html":
-        body_fields = {key: html.escape(value) for key, value in fields.items()}
+    if body_format in ("html", "markdown"):
+        body_fields = {
+            key: value
+            if body_format == "markdown" and key in _UNESCAPED_IN_MARKDOWN
+            else escape_value(value, body_format)
+            for key, value in fields.items()
+        }
     phase = scheme.phase(notice.status)
     title = (
-        render_template(title_template, fields)
+        render_template(title_template, body_fields)
         if title_template is not None
-        else _default_title(phase, fields)
+        else _default_title(phase, body_fields)
     )
     if body_template is not None:
         body = render_template(body_template, body_fields)
@@ -322,7 +362,8 @@ def unreachable_message(provider_title: str, down_for: float, last_error: str | 
     return Message(
         f"finetune-watcher cannot reach the {provider_title} API",
         f"No poll has succeeded for {format_duration(down_for)}. Last error: "
-        f"{last_error or 'none recorded'}. Notifications resume when it answers again.",
+        f"{_outside(last_error, ERROR_LIMIT) or 'none recorded'}. "
+        "Notifications resume when it answers again.",
         "failure",
     )
 
@@ -336,6 +377,7 @@ def reachable_again_message(provider_title: str) -> Message:
 
 
 def not_found_message(label: str, model_id: str, provider_title: str) -> Message:
+    label, model_id = _outside(label), _outside(model_id)
     return Message(
         f"{label}: model not found",
         f"{provider_title} says fine-tuned model {model_id} does not exist "
@@ -356,9 +398,10 @@ def stuck_message(
     dashboard: str,
 ) -> Message:
     stuck_for = format_duration((now - status_since).total_seconds())
+    label, model_id, shown = _outside(label), _outside(model_id), _outside(status)
     return Message(
-        f"⏳ {label} has been {human_status(status, scheme)} for {stuck_for}",
-        f"The fine-tuned model {label} ({model_id}) has been in {status} since "
+        f"⏳ {label} has been {_outside(human_status(status, scheme))} for {stuck_for}",
+        f"The fine-tuned model {label} ({model_id}) has been in {shown} since "
         f"{status_since.isoformat()} ({stuck_for}), longer than notify.stuck_after. "
         f"Dashboard: {dashboard}",
         "warning",

@@ -11,10 +11,24 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import threading
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 MASK = "***"
+
+#: Longest name or status kept from outside text (a model name, a provider's status).
+NAME_LIMIT = 200
+#: Longest error message kept from outside text (an API's error body, a failure reason).
+ERROR_LIMIT = 1000
+ELLIPSIS = "…"
+
+# C0 and C1 controls, DEL, and the invisible format characters that reorder or hide
+# text (bidi overrides and isolates, zero-width marks, line/paragraph separators).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
+# Controls that separate words: they become one space, not nothing.
+_SPACING = re.compile("[\t\n\v\f\r\x1c-\x1f\x85\u2028\u2029]+")
+_SPACES = re.compile(" {2,}")
 
 # Schemes whose "host" part is a network host, not a token.
 _HOST_SCHEMES = frozenset(
@@ -104,18 +118,42 @@ def url_secrets(url: str) -> set[str]:
     return found
 
 
+def clean_text(text: str) -> str:
+    """``text`` on one line without control characters.
+
+    Line breaks, tabs and other separating controls become a space (a newline cannot
+    forge a line of a message or a table); other controls (``ESC`` of a terminal
+    escape, ``NUL``, bidi overrides) are removed; runs of spaces fold into one.
+    """
+    if text.isprintable():  # the common case: nothing to do
+        return text
+    text = _CONTROL.sub("", _SPACING.sub(" ", text))
+    return _SPACES.sub(" ", text)
+
+
+def cap(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, the last one ``…`` when cut."""
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - 1)] + ELLIPSIS
+
+
 class SecretRegistry:
-    """Known secret strings, scrubbed from text by ``scrub``."""
+    """Known secret strings, scrubbed from text by ``scrub``. Thread-safe: a reload
+    registers secrets from a worker thread while the event loop scrubs log lines."""
 
     def __init__(self) -> None:
         self._secrets: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
 
     def add(self, secret: str | None) -> None:
         """Register a plain secret (an API key)."""
         if secret and len(secret) >= 4:
-            self._secrets.add(secret)
-            self._pattern = None
+            with self._lock:
+                if secret not in self._secrets:
+                    self._secrets.add(secret)
+                    self._pattern = None
 
     def add_url(self, url: str) -> None:
         """Register an apprise URL and every credential-looking part of it."""
@@ -127,19 +165,40 @@ class SecretRegistry:
             self.add(s)
 
     def clear(self) -> None:
-        self._secrets.clear()
-        self._pattern = None
+        with self._lock:
+            self._secrets.clear()
+            self._pattern = None
 
-    def scrub(self, text: str) -> str:
-        """``text`` with every registered secret replaced by ``***``."""
-        if not self._secrets:
-            return text
-        if self._pattern is None:
-            # Longest first, so a whole URL is masked before its parts are.
-            ordered = sorted(self._secrets, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
-        return self._pattern.sub(MASK, text)
+    def scrub(self, text: str, extra: Iterable[str] = ()) -> str:
+        """``text`` with every registered secret (and each of ``extra``) replaced by ``***``."""
+        more = [s for s in extra if s and len(s) >= 4]
+        if more:
+            with self._lock:
+                known = self._secrets | set(more)
+            return _pattern_of(known).sub(MASK, text)
+        pattern = self._pattern
+        if pattern is None:
+            with self._lock:
+                if not self._secrets:
+                    return text
+                pattern = self._pattern = _pattern_of(self._secrets)
+        return pattern.sub(MASK, text)
+
+
+def _pattern_of(secrets: Iterable[str]) -> re.Pattern[str]:
+    # Longest first, so a whole URL is masked before its parts are.
+    ordered = sorted(secrets, key=len, reverse=True)
+    return re.compile("|".join(re.escape(s) for s in ordered))
 
 
 #: The process-wide registry the log processor reads.
 SECRETS = SecretRegistry()
+
+
+def safe_text(text: str, limit: int, *, extra: Iterable[str] = ()) -> str:
+    """Outside text as it may be stored, sent or printed: every known secret (and each
+    of ``extra``) masked, on one line without control characters, at most ``limit``
+    characters (see :func:`clean_text`, :func:`cap`)."""
+    extra = tuple(extra)
+    cleaned = clean_text(SECRETS.scrub(text, extra))
+    return cap(SECRETS.scrub(cleaned, extra), limit)

@@ -44,7 +44,8 @@ exit codes:
   0   success
   1   a fatal error (or, for `once`, every poll failed)
   74  the state database is unusable (corrupt, newer schema, read-only, disk full)
-  75  another finetune-watcher holds the state file
+  75  another finetune-watcher holds the state file, or the PostgreSQL state cannot be
+      reached now (try again later)
   78  the configuration is invalid (systemd does not restart on it)
 """
 

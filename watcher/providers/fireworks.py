@@ -37,7 +37,6 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
 
 from watcher.errors import BadResponseError, ConfigError
 from watcher.lifecycle import Event, Phase, StatusScheme
@@ -346,7 +345,9 @@ def _bad(message: str) -> BadResponseError:
 
 
 def _quote(value: str) -> str:
-    return quote(value, safe="")
+    from watcher.providers.http import path_segment  # deferred: no aiohttp at import
+
+    return path_segment(value, provider=NAME)
 
 
 def _text(value: object) -> str | None:

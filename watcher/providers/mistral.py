@@ -36,7 +36,6 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
 
 from watcher.errors import ApiError, BadResponseError, NotFoundError
 from watcher.lifecycle import Event, Phase, StatusScheme
@@ -271,7 +270,9 @@ def _bad(message: str) -> BadResponseError:
 
 
 def _quote(job_id: str) -> str:
-    return quote(job_id, safe="")
+    from watcher.providers.http import path_segment  # deferred: no aiohttp at import
+
+    return path_segment(job_id, provider=NAME)
 
 
 def _text(value: object) -> str | None:

@@ -185,7 +185,7 @@ class TogetherProvider:
 
     def dashboard_url(self, job_id: str) -> str:
         """The job's page in Together's console (the URL the SDK's CLI prints)."""
-        return DASHBOARD_URL.replace("{id}", _quote(job_id))
+        return DASHBOARD_URL.replace("{id}", quote(job_id, safe=""))  # a link: never raises
 
     # --- The hot path ------------------------------------------------------------
 
@@ -259,7 +259,9 @@ def _bad(message: str) -> BadResponseError:
 
 
 def _quote(job_id: str) -> str:
-    return quote(job_id, safe="")
+    from watcher.providers.http import path_segment  # deferred: no aiohttp at import
+
+    return path_segment(job_id, provider=NAME)
 
 
 def _text(value: object) -> str | None:
