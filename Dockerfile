@@ -46,13 +46,15 @@ RUN groupadd --system --gid 10001 finetune-watcher \
       '# Placeholder: mount your watcher.yaml here (docs/deploy.md); WATCHER_* variables override it.' \
       '{}' > /etc/finetune-watcher/watcher.yaml
 COPY --from=build /opt/finetune-watcher /opt/finetune-watcher
+# The state defaults to /var/lib/finetune-watcher/watcher.db (the volume) because the
+# configuration is /etc/finetune-watcher/watcher.yaml (watcher/paths.py): no
+# WATCHER_STATE__PATH, so state.url (PostgreSQL) works in the image as it is.
 # The health server listens on loopback: enough for HEALTHCHECK (it runs inside the
 # container). To let Prometheus scrape /metrics, set WATCHER_HEALTH__LISTEN=0.0.0.0:9464.
 ENV PATH=/opt/finetune-watcher/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     WATCHER_CONFIG=/etc/finetune-watcher/watcher.yaml \
-    WATCHER_STATE__PATH=/var/lib/finetune-watcher/watcher.db \
     WATCHER_HEALTH__LISTEN=127.0.0.1:9464
 VOLUME ["/var/lib/finetune-watcher"]
 # The health and metrics endpoints (/healthz, /readyz, /metrics); loopback unless

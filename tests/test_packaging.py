@@ -30,6 +30,7 @@ import pytest
 
 from tests.conftest import SIM_KEY, cli_env, wait_until, write_config
 from tests.test_health import FakeWatcher, make_settings
+from watcher import paths
 from watcher.cli import build_parser
 from watcher.errors import EX_CONFIG
 from watcher.health import HealthServer
@@ -104,8 +105,9 @@ def image_env() -> dict[str, str]:
 def image_env_under(root: Path) -> dict[str, str]:
     """The image's WATCHER_* environment with its absolute paths moved under ``root``."""
     env = {k: v for k, v in image_env().items() if k.startswith(("WATCHER_", "PYTHON"))}
-    for key in ("WATCHER_CONFIG", "WATCHER_STATE__PATH"):
-        env[key] = str(root / env[key].lstrip("/"))
+    env["WATCHER_CONFIG"] = str(root / env["WATCHER_CONFIG"].lstrip("/"))
+    # The image's default state (watcher.paths: /etc/... -> /var/lib/...), moved under root.
+    env["WATCHER_STATE__PATH"] = str(root / str(paths.SYSTEM_STATE).lstrip("/"))
     return env
 
 
@@ -224,8 +226,13 @@ class TestDockerfile:
     def test_image_environment(self) -> None:
         """State in the volume, config in /etc, loopback health listener, unbuffered output."""
         env = image_env()
-        assert env["WATCHER_STATE__PATH"] == "/var/lib/finetune-watcher/watcher.db"
+        # No WATCHER_STATE__PATH (state.url must work in the image): the state's default
+        # for the image's configuration is the volume.
+        assert "WATCHER_STATE__PATH" not in env
         assert env["WATCHER_CONFIG"] == "/etc/finetune-watcher/watcher.yaml"
+        assert paths.default_state_path(env, Path(env["WATCHER_CONFIG"])) == Path(
+            "/var/lib/finetune-watcher/watcher.db"
+        )
         assert env["WATCHER_HEALTH__LISTEN"] == "127.0.0.1:9464"
         assert env["PYTHONDONTWRITEBYTECODE"] == "1"
         assert env["PYTHONUNBUFFERED"] == "1"
@@ -547,9 +554,9 @@ class TestUnitFile:
         assert service["DynamicUser"] == ["yes"]
         assert service["StateDirectory"] == ["finetune-watcher"]
         assert service["ConfigurationDirectory"] == ["finetune-watcher"]
-        assert service["Environment"] == [
-            "WATCHER_STATE__PATH=/var/lib/finetune-watcher/watcher.db"
-        ]
+        # No WATCHER_STATE__PATH: $STATE_DIRECTORY decides (watcher.paths), and status from a
+        # shell finds the same file for /etc/finetune-watcher/watcher.yaml.
+        assert "Environment" not in service
 
     def test_outbound_network_only(self, service: dict[str, list[str]]) -> None:
         """Internet sockets and AF_UNIX (sd_notify, the resolver), nothing else."""

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from watcher import __version__
 from watcher.commands import COMMANDS
 from watcher.commands.base import EXIT_CODES_HELP, Handler
 from watcher.errors import EX_CONFIG, EX_FAILURE, ConfigError, WatcherError
@@ -37,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"finetune-watcher {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     _add_global_options(parser, config_help="YAML configuration (see each command's --help)")
     parser.set_defaults(default_log_level=DEFAULT_LOG_LEVEL, exit_on_early_sigterm=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -47,7 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
         # absent there, SUPPRESS leaves the value parsed before the subcommand alone.
         _add_global_options(sub, config_help=command.CONFIG_HELP, default=argparse.SUPPRESS)
         sub.set_defaults(takes_config=command.CONFIG_HELP is not None)
+    # `completion` and `manpage` describe the whole command line.
+    parser.set_defaults(root_parser=parser)
     return parser
+
+
+class _VersionAction(argparse._VersionAction):
+    """``--version``, with the version looked up only when asked (``watcher.__version__``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from watcher import __version__
+
+        self.version = f"finetune-watcher {__version__}"
+        super().__call__(parser, *args, **kwargs)  # type: ignore[arg-type]
 
 
 def _add_global_options(
@@ -85,9 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         exit_early_on_sigterm()
     if args.log_level is None:
         args.log_level = args.default_log_level
-    from watcher.logs import configure_logging
+    if getattr(args, "needs_logging", True) or args.config is not None:
+        from watcher.logs import configure_logging  # structlog: ~50 ms
 
-    configure_logging(fmt=args.log_format, level=args.log_level)
+        configure_logging(fmt=args.log_format, level=args.log_level)
     handler: Handler = args.handler
     try:
         try:

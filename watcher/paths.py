@@ -120,7 +120,7 @@ def default_state_path(environ: Mapping[str, str] | None, config_path: Path) -> 
     state_dirs = [d.strip() for d in environ.get("STATE_DIRECTORY", "").split(":") if d.strip()]
     if state_dirs:
         return Path(state_dirs[0]) / STATE_FILE
-    if config_path == SYSTEM_CONFIG:
+    if Path(os.path.abspath(config_path)) == SYSTEM_CONFIG:  # also "-c watcher.yaml" in /etc/...
         return SYSTEM_STATE
     xdg_state = environ.get("XDG_STATE_HOME", "").strip()
     if xdg_state and Path(xdg_state).is_absolute():

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 from watcher.commands import (
     check_config,
+    completion,
     demo,
     events,
     healthcheck,
+    init,
+    manpage,
+    migrate,
     once,
     run,
     simulate,
+    state,
     status,
     test_notify,
 )
@@ -34,10 +39,15 @@ COMMANDS: tuple[CommandModule, ...] = (
     run,
     once,
     check_config,
+    init,
     demo,
     simulate,
     status,
+    migrate,
+    state,
     events,
     test_notify,
     healthcheck,
+    completion,
+    manpage,
 )
