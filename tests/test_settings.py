@@ -155,7 +155,8 @@ class TestGoodConfigs:
         assert settings.poll.settled_interval == 1800.0
         assert settings.poll.concurrency == 4
         assert settings.poll.max_requests_per_minute == 300
-        assert settings.state.path == Path("state/watcher.db")
+        # No state.path, no $STATE_DIRECTORY / $XDG_STATE_HOME / $HOME: next to the file.
+        assert settings.state.path == CONFIGS / "good" / "watcher.db"
         assert settings.notify.on == ["ready", "failed"]
         assert settings.notify.urls == []
         assert settings.notify.format == "text"
@@ -623,7 +624,7 @@ class TestReporting:
         assert "every 1m, settled models every 30m" in text
         assert "budget 300 requests/min" in text
         assert "health: :9464" in text
-        assert "state: state/watcher.db" in text
+        assert f"state: SQLite {tmp_path / 'watcher.db'}" in text
 
     def test_summary_without_key(self) -> None:
         """The summary also works before a key is resolved."""

@@ -27,21 +27,19 @@ import anyio
 import structlog
 
 from watcher.clients import ProviderClients
-from watcher.errors import ApiError, StateError, StateUnavailableError, WatcherError
+from watcher.errors import ApiError, StateError, WatcherError
 from watcher.fleet import Fleet, WatchedModel, discovery_matches
 from watcher.health import LIVENESS_STALE_AFTER, HealthServer, round_deadline
 from watcher.leadership import (
-    lead_while_holding,
-    leader_of,
+    Leading,
     lease_for,
     open_store_patiently,
     send_timeout,
     send_window,
-    state_error_in,
 )
 from watcher.lifecycle import ModelKey, Phase, StatusScheme
 from watcher.messages import Message, ago, render_notice
-from watcher.metrics import Metrics, status_label
+from watcher.metrics import Metrics, ModelRow, status_label
 from watcher.notify import Notifier
 from watcher.outbox import Delivery, DeliveryRound
 from watcher.pacing import RequestPacer
@@ -59,7 +57,7 @@ from watcher.schedule import (
 from watcher.settings import ApiKey, Settings, restart_only_changes
 from watcher.signals import handle_daemon_signals
 from watcher.store.base import OutboxItem, Store
-from watcher.store.lease import LeaderInfo, Lease, SoleLeadership, Term
+from watcher.store.lease import Lease, SoleLeadership
 from watcher.systemd import SystemdNotifier, status_loop, watchdog_interval, watchdog_loop
 
 __all__ = ["OnceResult", "ReloadFn", "WatchedModel", "Watcher", "open_watcher", "serve"]
@@ -127,9 +125,7 @@ class Watcher:
         notifier.set_timeout(send_timeout(settings.notify.timeout, self.lease))
         self._now = now
         self._pick = pick or PaceThenPick()
-        self._leading = False  # the leader's parts run (this term's states are loaded)
-        self._loaded = False  # the fleet holds the states as the store has them now
-        self._leader_seen: str | None = None
+        self.leading = Leading(self.lease, gauge=self.metrics.leader, beat=self._beat)
         self._stop_requested = anyio.Event()
         self._budget = BudgetWatch(self.metrics)
         self._workers = 0
@@ -137,6 +133,7 @@ class Watcher:
         self.metrics.watch_statuses(
             lambda: [(m.key.id, status_label(m.status, _scheme(m).known)) for m in self.fleet]
         )
+        self.metrics.watch_models(lambda: [_model_row(m) for m in self.fleet])
 
     async def load(self) -> None:
         """Watch what the configuration and the store say; schedule the first round.
@@ -153,7 +150,7 @@ class Watcher:
         self.schedule.first_round(models, self.settings.poll.interval)
         # Retries left by an earlier run are due now: a restart is usually a fix.
         await store.pull_forward_retries(self._now())
-        self._loaded = True
+        self.leading.fresh = True
 
     @property
     def models(self) -> dict[ModelKey, WatchedModel]:
@@ -280,26 +277,7 @@ class Watcher:
     @property
     def role(self) -> str:
         """``leader`` while this replica polls and delivers, else ``standby``."""
-        return "leader" if self._leading and self.lease.is_leader else "standby"
-
-    @property
-    def replicated(self) -> bool:
-        """True when replicas share the state through a lease (PostgreSQL)."""
-        return not isinstance(self.lease, SoleLeadership)
-
-    @property
-    def leader(self) -> str | None:
-        """The replica known to lead (this one's holder while it leads); None if unknown."""
-        if not self.replicated:
-            return None
-        return self.lease.holder if self.role == "leader" else self._leader_seen
-
-    async def leader_info(self) -> LeaderInfo | None:
-        """The lease as the database has it (None with SQLite), for the status document."""
-        info = await leader_of(self.store)
-        if info is not None:
-            self._leader_seen = info.holder if info.live else None
-        return info
+        return self.leading.role
 
     async def database_ok(self) -> bool:
         """True when the state store answers a trivial query."""
@@ -310,6 +288,8 @@ class Watcher:
 
     def status_line(self) -> str:
         """One line for systemd's STATUS= and the logs."""
+        if self.leading.replicated and self.role == "standby":
+            return "standby: another replica leads; ready to take over"
         models = list(self.fleet)
         active = sum(1 for m in models if not _is_settled(m.key, m.status))
         parts = [f"watching {len(models)} models", f"{active} in progress"]
@@ -335,63 +315,12 @@ class Watcher:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Watch until ``stop()`` is called or the caller cancels: lead while this replica
-        holds the lease (``watcher.leadership.lead_while_holding``), else stand by."""
+        holds the lease (``watcher.leadership.Leading``), else stand by."""
         self.progress.started_mono = anyio.current_time()
-        async with anyio.create_task_group() as tg:
-            leadership = anyio.CancelScope()
-            finished = anyio.Event()
-
-            async def hold_and_lead() -> None:
-                try:
-                    with leadership:
-                        await lead_while_holding(
-                            self.lease, self._lead, stopping=lambda: self.stopping
-                        )
-                finally:
-                    finished.set()
-                    tg.cancel_scope.cancel()
-
-            tg.start_soon(self._standby_heartbeat)
-            tg.start_soon(hold_and_lead)
-            task_status.started()
-            await self._stop_requested.wait()
-            if not self._leading:
-                leadership.cancel()  # a standby has nothing to finish
-            with anyio.move_on_after(SHUTDOWN_GRACE + 1.0):
-                await finished.wait()
-            tg.cancel_scope.cancel()
-
-    async def _lead(self, term: Term) -> None:
-        """One term: load the states (unless fresh), run the parts until ``stop()``.
-
-        After a ``StateUnavailableError`` the outcome of the last write is unknown: the
-        parts stop, and the states are reloaded before anything is decided again.
-        """
-        if not isinstance(self.lease, SoleLeadership):
-            self._loaded = False  # another replica may have led since we last looked
-            log.info("this replica leads: polling and delivering", epoch=term.epoch)
-        failures = 0
-        while not self.stopping:
-            try:
-                if not self._loaded:
-                    await self.load()
-                self._leading = True
-                self.metrics.leader.set(1)
-                await self._run_parts()
-                return
-            except Exception as exc:
-                if not isinstance(state_error_in(exc), StateUnavailableError):
-                    raise  # a lost lease: lead_while_holding stands by; anything else: fatal
-                error = state_error_in(exc)
-                failures += 1
-                self._loaded = False
-                delay = min(5.0, 0.25 * 2 ** (failures - 1))
-                log.warning("the state database failed; reloading the states, then going on",
-                            error=str(error), retry_in=delay)  # fmt: skip
-                await anyio.sleep(delay)
-            finally:
-                self._leading = False
-                self.metrics.leader.set(0)
+        await self.leading.run(
+            load=self.load, work=self._run_parts, stop=self._stop_requested,
+            task_status=task_status,
+        )  # fmt: skip
 
     async def _run_parts(self) -> None:
         """Poll workers, delivery, housekeeping and discovery, until ``stop()``."""
@@ -418,18 +347,11 @@ class Watcher:
                 tg.cancel_scope.cancel()
         finally:
             self._worker_group = None
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_GRACE):
                 try:
                     await self.poller.flush_polls()
                 except StateError as exc:  # bookkeeping only; a lost lease refuses it
                     log.info("batched poll times not written", error=str(exc))
-
-    async def _standby_heartbeat(self) -> None:
-        """The liveness heartbeat while no poll loop beats it (a standby is alive too)."""
-        while True:
-            if not self._leading:
-                self._beat()
-            await anyio.sleep(HEARTBEAT)
 
     def _start_workers(self) -> None:
         """Bring the poll workers up to ``poll.concurrency`` (surplus ones end themselves)."""
@@ -488,6 +410,18 @@ class Watcher:
 
 def _scheme(model: WatchedModel) -> StatusScheme:
     return scheme_for(model.key.provider)
+
+
+def _model_row(model: WatchedModel) -> ModelRow:
+    """The per-model info and age series' view of ``model`` (watcher.metrics)."""
+    details = model.details
+    return ModelRow(
+        provider=model.key.provider,
+        model_id=model.key.id,
+        name=model.display_name or "",
+        base_model=(details.base_model if details else None) or "",
+        status_since=model.state.status_since if model.state else None,
+    )
 
 
 def _is_settled(key: ModelKey, status: str | None) -> bool:

@@ -439,7 +439,9 @@ class Delivery:
         while True:
             await self._check_wall_clock()
             await self.deliver_once()
-            self._metrics.outbox_pending.set((await self._store.outbox_counts()).pending)
+            counts = await self._store.outbox_counts()
+            self._metrics.outbox_pending.set(counts.pending)
+            self._metrics.oldest_pending_at = counts.oldest_pending_at
             next_due = await self._store.next_due_at()
             wait = IDLE_WAIT
             if next_due is not None:

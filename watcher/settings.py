@@ -5,8 +5,9 @@ Every configuration rule lives here. ``load_settings`` turns a file into a froze
 ``field.path: message`` -- never echoing a value, since values may be secrets.
 
 Sources, highest priority first: environment (``WATCHER_POLL__INTERVAL=30``), then
-the YAML file, then the defaults below. Relative paths (``state.path``,
-``cohere.api_key_file``) are relative to the current directory, not to the file.
+the YAML file, then the defaults below. A relative ``state.path`` in the file is relative
+to the file's folder (its default: ``watcher.paths.default_state_path``); key and secret
+files (``cohere.api_key_file``, ...) are relative to the current directory.
 
 Providers: each model names its provider (``provider: cohere``, the default), whose
 section (``cohere:``) says where its API is, how to find its key and, optionally, its
@@ -67,6 +68,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from watcher.errors import ConfigError
 from watcher.lifecycle import DEFAULT_PROVIDER, PHASE_WORDS, ModelKey, Phase
+from watcher.paths import default_state_path
 from watcher.providers import PROVIDERS, providers_in_use, scheme_for
 from watcher.redact import SECRETS, redact_url
 from watcher.templates import PLACEHOLDERS, template_problems
@@ -204,11 +206,13 @@ def _check_apprise_url(url: SecretStr) -> SecretStr:
     """Accept exactly one URL that apprise can instantiate; the error names only its label."""
     import apprise  # deferred: ~0.1 s, and only a config that has URLs needs it
 
+    from watcher.apprise_urls import add as add_urls  # only the plugins of these schemes
+
     raw = url.get_secret_value().strip()
     label = redact_url(raw)
     with _apprise_quiet():
         checker = apprise.Apprise()
-        accepted = bool(raw) and checker.add(raw)
+        accepted = bool(raw) and add_urls(checker, raw)
     if not accepted:
         raise ValueError(f"not a URL apprise understands ({label})")
     if len(checker) != 1:
@@ -463,8 +467,16 @@ _STATE_URL_SCHEMES = ("postgresql", "postgres")
 
 
 class StateSettings(BaseModel):
-    """Where the state lives: a SQLite file (``path``, relative to the current directory)
-    or a PostgreSQL database shared by replicas (``url``); exactly one of them.
+    """Where the state lives: a SQLite file (``path``) or a PostgreSQL database shared by
+    replicas (``url``); exactly one of them.
+
+    ``path`` unset: :func:`watcher.paths.default_state_path` (``$STATE_DIRECTORY`` under
+    systemd, ``/var/lib/finetune-watcher`` for ``/etc/finetune-watcher/watcher.yaml``,
+    else ``$XDG_STATE_HOME/finetune-watcher``, else next to the configuration file),
+    decided when the file is loaded, so every command finds the daemon's state the same
+    way. A relative ``path`` in the file is relative to the file's folder, never to the
+    working directory (a relative ``$WATCHER_STATE__PATH`` is relative to the working
+    directory).
 
     ``url`` (``postgresql://…`` or ``postgres://…``) switches to PostgreSQL and
     high availability (docs/ha.md): libpq's ``PG*`` variables and passfile work, and
@@ -484,7 +496,36 @@ class StateSettings(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _path_from_config_location(cls, data: Any) -> Any:
+        # Loading a file (load_settings): no state.path means watcher.paths's default
+        # (not the working directory's); a relative one written in the file is relative
+        # to the file's folder. A relative $WATCHER_STATE__PATH stays relative to the
+        # working directory, as any path typed in a shell.
+        # (_LOADING is defined below: absent while Settings' default section is built.)
+        loading: contextvars.ContextVar[_LoadContext | None] | None = globals().get("_LOADING")
+        context = loading.get() if loading is not None else None
+        if context is None or not isinstance(data, Mapping):
+            return data
+        if "path" not in data:
+            if data.get("url") is None:
+                default = default_state_path(context.environ, context.path)
+                data = {**data, "path": default}
+            return data
+        value = data["path"]
+        if isinstance(value, str | Path) and not Path(value).is_absolute():
+            from_env = any(
+                name.upper() == f"{ENV_PREFIX}STATE{ENV_DELIMITER}PATH" and text.strip()
+                for name, text in context.environ.items()
+            )
+            if not from_env:
+                data = {**data, "path": context.path.parent / value}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _blank_path_is_unset(cls, data: Any) -> Any:
+        # Defined after _path_from_config_location so that it runs before it (pydantic
+        # runs "before" model validators last-defined first): a blank path is no path.
         if isinstance(data, Mapping) and "path" in data:
             value = data["path"]
             if value is None or (isinstance(value, str) and not value.strip()):
@@ -803,7 +844,8 @@ class Settings(BaseSettings):
     together: TogetherSettings = TogetherSettings()  # frozen: safe to share
     fireworks: FireworksSettings = FireworksSettings()  # frozen: safe to share
     poll: PollSettings = PollSettings()  # frozen: safe to share
-    state: StateSettings = StateSettings()  # frozen: safe to share
+    # Built per load: its default path depends on the file and the environment.
+    state: StateSettings = Field(default_factory=StateSettings)
     notify: NotifySettings = NotifySettings()  # frozen: safe to share
     health: HealthSettings = HealthSettings()  # frozen: safe to share
     discover: DiscoverSettings = DiscoverSettings()  # frozen: safe to share
@@ -1380,7 +1422,12 @@ def register_secrets(
     if isinstance(state_url, SecretStr):
         state_url = state_url.get_secret_value()
     if isinstance(state_url, str):
-        _register_url_credentials(state_url)
+        # The password only: a database URL's lone user name is a role, not a token.
+        with contextlib.suppress(ValueError):
+            password = urlsplit(state_url).password
+            if password:
+                SECRETS.add(password)
+                SECRETS.add(unquote(password))
     password_file = getattr(settings.state, "password_file", None)
     if isinstance(password_file, Path):
         SECRETS.add(_first_line(password_file))

@@ -18,7 +18,7 @@ providers may use the same job id. Nothing here names a provider.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -76,6 +76,9 @@ class OutboxCounts:
     pending: int
     done: int
     given_up: int
+    #: When the oldest pending item was queued (None: nothing pending); the same query.
+    #: Not compared: two counts are equal when their numbers are.
+    oldest_pending_at: datetime | None = field(default=None, compare=False)
 
 
 class StateStore(Protocol):

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import secrets
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -354,7 +354,8 @@ _PULL_FORWARD = f"""
 _SELECT_COUNTS = f"""
     SELECT count(*) FILTER (WHERE {_PENDING}) AS pending,
            count(*) FILTER (WHERE done_at IS NOT NULL) AS done,
-           count(*) FILTER (WHERE given_up_at IS NOT NULL) AS given_up
+           count(*) FILTER (WHERE given_up_at IS NOT NULL) AS given_up,
+           min(created_at) FILTER (WHERE {_PENDING}) AS oldest_pending_at
     FROM {SCHEMA}.outbox
 """  # noqa: S608 -- constant text, no input
 
@@ -387,6 +388,39 @@ _SCHEDULE_RETRY = f"""
 _GIVE_UP = f"""
     UPDATE {SCHEMA}.outbox SET given_up_at = %(at)s, last_error = %(reason)s, {_RELEASE}
     WHERE {_OWN_ROW} AND given_up_at IS NULL
+"""  # noqa: S608 -- constant text, no input
+
+# --- bulk import (``state copy``) ---
+
+_MODEL_COLUMNS = ("provider", "model_id", "name", "discovered", "observed", "status",
+                  "status_since", "started_at", "seen", "floor", "last_poll_at",
+                  "last_success_at", "last_error", "failures", "stuck_warnings")  # fmt: skip
+_OUTBOX_COLUMNS = ("id", "kind", "provider", "model_id", "status", "previous_status",
+                   "event_at", "previous_since", "started_at", "first_observation", "title",
+                   "body", "notify_type", "created_at", "attempts", "next_attempt_at",
+                   "last_error", "done_at", "given_up_at")  # fmt: skip
+_DELIVERY_COLUMNS = ("outbox_id", "target_key", "delivered_at")
+
+
+def _insert_all(table: str, columns: Sequence[str]) -> str:
+    names = ", ".join(columns)
+    values = ", ".join(f"%({c})s" for c in columns)
+    return f"INSERT INTO {SCHEMA}.{table} ({names}) OVERRIDING SYSTEM VALUE VALUES ({values})"  # noqa: S608
+
+
+_IMPORT_LOCK = f"LOCK TABLE {SCHEMA}.models, {SCHEMA}.outbox, {SCHEMA}.deliveries IN EXCLUSIVE MODE"
+_IMPORT_COUNTS = f"""
+    SELECT (SELECT count(*) FROM {SCHEMA}.models) AS models,
+           (SELECT count(*) FROM {SCHEMA}.outbox) AS outbox,
+           (SELECT count(*) FROM {SCHEMA}.deliveries) AS deliveries,
+           (SELECT holder FROM {SCHEMA}.leader
+            WHERE id = 1 AND expires_at > clock_timestamp()) AS live_holder
+"""  # noqa: S608 -- constant text, no input
+_IMPORT_CLEAR = f"TRUNCATE {SCHEMA}.deliveries, {SCHEMA}.outbox, {SCHEMA}.models"
+_IMPORT_SEQUENCE = f"""
+    SELECT setval(pg_get_serial_sequence('{SCHEMA}.outbox', 'id'),
+                  COALESCE((SELECT max(id) FROM {SCHEMA}.outbox), 1),
+                  (SELECT count(*) > 0 FROM {SCHEMA}.outbox))
 """  # noqa: S608 -- constant text, no input
 
 # --- the lease ---
@@ -731,6 +765,8 @@ class PostgresStore:
         self.location = link.location
         #: The schema version this open upgraded the database from (None: no upgrade).
         self.upgraded_from = upgraded_from
+        #: True when this open created the schema (an empty database).
+        self.created = False
         #: Who may write (None: no lease, every write goes through, e.g. one replica).
         self.fence: Fence | None = None
         self._claim_suffix = secrets.token_hex(4)
@@ -1081,7 +1117,70 @@ class PostgresStore:
     async def outbox_counts(self) -> OutboxCounts:
         """How many items are pending, done and given up."""
         (row,) = await self._link.fetch("counting the outbox", _SELECT_COUNTS)
-        return OutboxCounts(pending=row["pending"], done=row["done"], given_up=row["given_up"])
+        return OutboxCounts(
+            pending=row["pending"],
+            done=row["done"],
+            given_up=row["given_up"],
+            oldest_pending_at=row["oldest_pending_at"],
+        )
+
+    # --- moving house ---
+
+    async def import_rows(
+        self,
+        models: Sequence[Mapping[str, Any]],
+        outbox: Sequence[Mapping[str, Any]],
+        deliveries: Sequence[Mapping[str, Any]],
+        *,
+        replace: bool = False,
+    ) -> None:
+        """Write a whole state (``state copy``) in one transaction, keeping outbox ids.
+
+        Rows are column -> value with the columns of the SQLite schema (times aware,
+        ``seen``/``floor`` decoded JSON). The identity sequence of ``outbox.id`` is moved
+        past the highest id, so new rows never reuse one. Refused (``StateError``, nothing
+        written) while a replica holds the lease, and when the database already holds a
+        state unless ``replace`` (which empties it first; the lease row and its epoch stay).
+        """
+        async with self._write("importing a state") as (db, _):
+            await db.execute(_IMPORT_LOCK)
+            cursor = await db.execute(_IMPORT_COUNTS)
+            found = await cursor.fetchone()
+            assert found is not None
+            if found["live_holder"] is not None:
+                raise StateError(
+                    f"PostgreSQL {self.location}: replica {found['live_holder']} is running "
+                    "on it (it holds the lease); stop every replica before copying a state in"
+                )
+            if not replace and (found["models"] or found["outbox"] or found["deliveries"]):
+                raise StateError(
+                    f"PostgreSQL {self.location} already holds a state ({found['models']} "
+                    f"models, {found['outbox']} notifications); refusing to mix two histories "
+                    "(--force replaces it)"
+                )
+            if replace:
+                await db.execute(_IMPORT_CLEAR)
+            async with db.cursor() as cur:
+                if models:
+                    await cur.executemany(
+                        _insert_all("models", _MODEL_COLUMNS),
+                        [_import_model(row) for row in models],
+                    )
+                if outbox:
+                    await cur.executemany(
+                        _insert_all("outbox", _OUTBOX_COLUMNS),
+                        [{c: row.get(c) for c in _OUTBOX_COLUMNS} for row in outbox],
+                    )
+                if deliveries:
+                    await cur.executemany(
+                        _insert_all("deliveries", _DELIVERY_COLUMNS),
+                        [{c: row.get(c) for c in _DELIVERY_COLUMNS} for row in deliveries],
+                    )
+            await db.execute(_IMPORT_SEQUENCE)
+
+    async def schema_version(self) -> int:
+        """The schema version the database holds now (for ``migrate``)."""
+        return await self._check_schema()
 
     # --- internals ---
 
@@ -1147,6 +1246,7 @@ class PostgresStore:
                     f"INSERT INTO {SCHEMA}.schema_version (version) VALUES (%s)",  # noqa: S608
                     (SCHEMA_VERSION,),
                 )
+                self.created = True
                 return
             if version < SCHEMA_VERSION:
                 for step in MIGRATIONS[version - FIRST_VERSION :]:
@@ -1361,6 +1461,15 @@ def _decode_floor(value: list[Any] | None) -> EventKey | None:
         return None
     at, rank, status = value
     return EventKey(datetime.fromisoformat(str(at)), int(rank), str(status))
+
+
+def _import_model(row: Mapping[str, Any]) -> dict[str, Any]:
+    values = {c: row.get(c) for c in _MODEL_COLUMNS}
+    values["seen"] = Jsonb(values["seen"] if values["seen"] is not None else [])
+    values["floor"] = Jsonb(values["floor"]) if values["floor"] is not None else None
+    values["failures"] = values["failures"] or 0
+    values["stuck_warnings"] = values["stuck_warnings"] or 0
+    return values
 
 
 def _returned_id(row: DictRow | None) -> int:

@@ -243,7 +243,8 @@ _PULL_FORWARD = f"""
 _SELECT_COUNTS = f"""
     SELECT count(*) FILTER (WHERE {_PENDING}),
            count(*) FILTER (WHERE done_at IS NOT NULL),
-           count(*) FILTER (WHERE given_up_at IS NOT NULL)
+           count(*) FILTER (WHERE given_up_at IS NOT NULL),
+           min(created_at) FILTER (WHERE {_PENDING})
     FROM outbox
 """  # noqa: S608 -- constant text, no input
 
@@ -713,8 +714,13 @@ class SqliteStore:
     async def outbox_counts(self) -> OutboxCounts:
         """How many items are pending, done and given up."""
         with self._translated("counting the outbox"):
-            pending, done, given_up = self._db.execute(_SELECT_COUNTS).fetchone()
-        return OutboxCounts(pending=pending, done=done, given_up=given_up)
+            pending, done, given_up, oldest = self._db.execute(_SELECT_COUNTS).fetchone()
+        return OutboxCounts(
+            pending=pending,
+            done=done,
+            given_up=given_up,
+            oldest_pending_at=_decode_optional_time(oldest),
+        )
 
     # --- internals ---
 
