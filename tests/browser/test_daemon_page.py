@@ -1,0 +1,51 @@
+"""The status page of a real daemon (a Watcher polling the simulator) in a real browser."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.test_web_daemon import running_daemon
+from watcher.lifecycle import ModelKey
+from watcher.providers.cohere import FINETUNING, READY
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+OpenPage = Callable[..., Awaitable[Any]]
+
+
+async def test_page_lists_the_daemons_models_and_follows_it(
+    open_page: OpenPage, tmp_path: Path
+) -> None:
+    """Every watched model is on the page; READY shows without a reload soon after the
+    daemon records it."""
+    async with running_daemon(tmp_path) as (watcher, base, _, sim):
+        sim.advance(10)
+        await wait_until(lambda: all(m.status == FINETUNING for m in watcher.models.values()),
+                         what="both models FINETUNING")  # fmt: skip
+        page = await open_page(base)
+        await page.wait_for_selector("#live.on", timeout=5000)
+        keys = await page.eval_on_selector_all(
+            "#models tbody tr", "rows => rows.map(r => r.dataset.key)"
+        )
+        assert sorted(keys) == ["cohere/m-ready", "cohere/m-slow"]
+        cell = 'tr[data-key="cohere/m-ready"] td[data-label="Status"] .word'
+        assert await page.locator(cell).inner_text() == "running"
+        await page.evaluate("window.sameDocument = true")
+        sim.advance(60)
+        started = time.monotonic()
+        await wait_until(lambda: watcher.models[ModelKey("cohere", "m-ready")].status == READY,
+                         what="READY recorded")  # fmt: skip
+        recorded = time.monotonic()
+        await page.wait_for_function(
+            "cell => document.querySelector(cell).textContent === 'ready'", arg=cell, timeout=1000
+        )
+        assert time.monotonic() - recorded < 1.0
+        assert time.monotonic() - started < 2.0
+        assert await page.evaluate("window.sameDocument") is True
+        assert page.script_errors == []
