@@ -11,6 +11,12 @@ status change costs nothing, and no object is held per model. So are the outbox'
 
 The registry also holds prometheus_client's process (``process_*``: CPU, memory, open
 files) and Python (``python_info``, ``python_gc_*``) collectors.
+
+``/metrics`` is built in a worker thread (``watcher.health``): ``Metrics.snapshot()``,
+on the event loop, copies the rows of the collectors that read the daemon's state (a
+``_StateCollector``: its ``read()`` runs on the loop, its ``build(rows)`` anywhere).
+A new collector that reads the daemon's state must be one of those, registered through
+``Metrics._watch``; any other collector must be safe to collect from another thread.
 """
 
 from __future__ import annotations
