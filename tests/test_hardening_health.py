@@ -391,7 +391,7 @@ class TestMetricsPage:
         metrics = Metrics(wall_clock=lambda: 1000.0)
         rows = [ModelRow("cohere", f"m{i}", f"n{i}", "b", None) for i in range(50)]
         metrics.watch_models(lambda: rows)
-        metrics.watch_statuses(lambda: [(row.model_id, "READY") for row in rows])
+        metrics.watch_statuses(lambda: [("cohere", row.model_id, "READY") for row in rows])
         snapshot = metrics.snapshot()
         rows.append(ModelRow("cohere", "later", "", "", None))  # after the snapshot
         from_snapshot = generate_latest(snapshot).decode()

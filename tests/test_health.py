@@ -270,7 +270,10 @@ class TestMetrics:
         """/metrics serves the watcher's registry in the Prometheus text format."""
         known = COHERE_SCHEME.known
         served.source.metrics.watch_statuses(
-            lambda: [("m1", status_label("STATUS_READY", known)), ("m2", status_label(None, known))]
+            lambda: [
+                ("cohere", "m1", status_label("STATUS_READY", known)),
+                ("cohere", "m2", status_label(None, known)),
+            ]
         )
         served.source.metrics.polls.labels("ok").inc(3)
         async with served.http.get(served.base_url + "/metrics") as response:
@@ -278,7 +281,8 @@ class TestMetrics:
             assert response.content_type == "text/plain"
             text = await response.text()
         assert 'finetune_watcher_polls_total{outcome="ok"} 3.0' in text
-        assert 'finetune_watcher_model_status{model_id="m1",status="STATUS_READY"} 1.0' in text
+        ready = 'model_id="m1",provider="cohere",status="STATUS_READY"'
+        assert "finetune_watcher_model_status{" + ready + "} 1.0" in text
         assert 'finetune_watcher_models{status="none"} 1.0' in text
         assert "finetune_watcher_build_info{" in text
         assert "finetune_watcher_poll_latency_seconds_bucket{" in text

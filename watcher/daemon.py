@@ -18,13 +18,14 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import anyio
 import structlog
+from aiohttp import web
 
 from watcher.clients import ProviderClients
 from watcher.errors import ApiError, StateError, WatcherError
@@ -40,6 +41,7 @@ from watcher.leadership import (
 from watcher.lifecycle import ModelKey, Phase, StatusScheme
 from watcher.messages import Message, ago, render_notice
 from watcher.metrics import Metrics, ModelRow, status_label
+from watcher.notice_doc import notice_document, notice_json
 from watcher.notify import Notifier
 from watcher.outbox import Delivery, DeliveryRound
 from watcher.pacing import RequestPacer
@@ -59,6 +61,8 @@ from watcher.signals import handle_daemon_signals
 from watcher.store.base import OutboxItem, Store
 from watcher.store.lease import Lease, SoleLeadership
 from watcher.systemd import SystemdNotifier, status_loop, watchdog_interval, watchdog_loop
+from watcher.watcher_source import WatcherSource, web_options
+from watcher.web import Access, WebMount, mount_web
 
 __all__ = ["OnceResult", "ReloadFn", "WatchedModel", "Watcher", "open_watcher", "serve"]
 
@@ -131,7 +135,10 @@ class Watcher:
         self._workers = 0
         self._worker_group: anyio.abc.TaskGroup | None = None
         self.metrics.watch_statuses(
-            lambda: [(m.key.id, status_label(m.status, _scheme(m).known)) for m in self.fleet]
+            lambda: [
+                (m.key.provider, m.key.id, status_label(m.status, _scheme(m).known))
+                for m in self.fleet
+            ]
         )
         self.metrics.watch_models(lambda: [_model_row(m) for m in self.fleet])
 
@@ -165,6 +172,16 @@ class Watcher:
 
     # --- the parts' entry points (also what tests and ``once`` drive) -------------------
 
+    def poll_soon(self, key: ModelKey) -> bool:
+        """Poll ``key`` as soon as its provider's pacing allows (a webhook's hint); False
+        when it is not watched. A model being polled right now is polled once more right
+        after (never twice at once: ``Schedule.soon``)."""
+        model = self.fleet.models.get(key)
+        if model is None:
+            return False
+        self.schedule.soon(model)
+        return True
+
     async def poll_model(self, model: WatchedModel) -> bool:
         """Poll one model now (see ``Poller.poll``). True on success."""
         return await self.poller.poll(model)
@@ -184,18 +201,27 @@ class Watcher:
         phase = provider.scheme.phase(notice.status)
         title_template, body_template = notify.templates_for(notice.status, phase)
         ready = phase is Phase.READY
-        return render_notice(
+        name = model.display_name if model else None
+        dashboard_url = dashboard_for(self.settings, provider, notice.model_id)
+        details = model.details if model else None
+        message = render_notice(
             notice,
-            name=model.display_name if model else None,
-            dashboard_url=dashboard_for(self.settings, provider, notice.model_id),
+            name=name,
+            dashboard_url=dashboard_url,
             scheme=provider.scheme,
             provider_title=provider.title,
             title_template=title_template,
             body_template=body_template,
-            base_model=model.details.base_model if model and model.details else None,
+            base_model=details.base_model if details else None,
             metrics=model.metrics if model and ready else None,
             body_format=notify.format,
         )
+        # What webhooks: targets get (the same facts, as a JSON document).
+        document = notice_document(
+            notice, scheme=provider.scheme, name=name, dashboard_url=dashboard_url,
+            details=details,
+        )  # fmt: skip
+        return replace(message, document=notice_json(document))
 
     async def discover_once(self) -> list[ModelKey]:
         """List each provider's jobs; watch every unsettled match not watched yet."""
@@ -521,13 +547,26 @@ async def serve(
     async with AsyncExitStack() as stack:
         metrics, progress = Metrics(), Progress()
         health: HealthServer | None = None
+        web_source: WatcherSource | None = None
         host, port = settings.health.host, settings.health.port
         if not once and host is not None and port is not None:
             # Before the store and READY: a busy port fails the start at once, and while
             # the database cannot be reached /healthz is 200 and /readyz 503.
-            health = HealthServer(_Connecting(metrics, progress), host=host, port=port)
-            await health.start()
+            # The status page, the API and webhooks share the port; a bad token or webhook
+            # secret is a ConfigError now, before anything listens.
+            options = web_options(settings)
+            web_source = source = WatcherSource(
+                None, listening_since=lambda: health.listening_since if health else 0.0
+            )
+            mounted: list[WebMount] = []
+
+            def mount(app: web.Application) -> None:
+                mounted.append(mount_web(app, source, options))
+
+            health = HealthServer(_Connecting(metrics, progress), host=host, port=port, mount=mount)
+            bound_host, bound_port = await health.start()
             stack.push_async_callback(_aclose_logged, "health server", health.aclose)
+            _log_status_page(mounted[0], bound_host, bound_port)
         watcher = await stack.enter_async_context(
             open_watcher(settings, api_keys, pick=pick, metrics=metrics, progress=progress)
         )
@@ -549,6 +588,8 @@ async def serve(
         if health is not None:
             health.stale_after = watcher.liveness_window
             health.source = watcher
+            if web_source is not None:
+                web_source.attach(watcher)
 
         async with anyio.create_task_group() as tg:
             if handle_signals:
@@ -587,6 +628,14 @@ async def serve(
                 await on_started(watcher)
         log.info("watcher stopped")
     return 0
+
+
+def _log_status_page(mounted: WebMount, host: str, port: int) -> None:
+    """Say at start who may read the status page (``web.*``; README "The status page")."""
+    shown = f"[{host}]" if ":" in host else host
+    level = log.warning if mounted.access is Access.LOCKED else log.info
+    level("status page", url=f"http://{shown}:{port}/", access=mounted.access.value,
+          rule=mounted.describe())  # fmt: skip
 
 
 async def _reload(

@@ -117,7 +117,8 @@ class Metrics:
         )
         self.budget_per_minute = Gauge(
             "finetune_watcher_request_budget_per_minute",
-            "The configured request budget (poll.max_requests_per_minute).",
+            "The request budgets of the providers in use, summed "
+            "(each provider section's max_requests_per_minute).",
             registry=r,
         )
         self.budget_used = Gauge(
@@ -145,8 +146,9 @@ class Metrics:
         for result in ("sent", "failed", "given_up"):
             self.notifications.labels(result)
 
-    def watch_statuses(self, statuses: Callable[[], Iterable[tuple[str, str]]]) -> None:
-        """Export ``(model_id, status label)`` pairs (``status_label``), read at every scrape."""
+    def watch_statuses(self, statuses: Callable[[], Iterable[tuple[str, str, str]]]) -> None:
+        """Export ``(provider, model_id, status label)`` rows (``status_label``), read at
+        every scrape. The provider is a label because two providers may share a job id."""
         self._watch(_StatusCollector(statuses))
 
     def watch_models(self, models: Callable[[], Iterable[ModelRow]]) -> None:
@@ -304,25 +306,25 @@ class _DeprecationCollector(Collector):
         yield sunset
 
 
-class _StatusCollector(_StateCollector[tuple[str, str]]):
+class _StatusCollector(_StateCollector[tuple[str, str, str]]):
     """``finetune_watcher_models`` and ``finetune_watcher_model_status``, built per scrape."""
 
-    def __init__(self, statuses: Callable[[], Iterable[tuple[str, str]]]) -> None:
+    def __init__(self, statuses: Callable[[], Iterable[tuple[str, str, str]]]) -> None:
         self._statuses = statuses
 
-    def read(self) -> list[tuple[str, str]]:
+    def read(self) -> list[tuple[str, str, str]]:
         return list(self._statuses())
 
-    def build(self, rows: list[tuple[str, str]]) -> Iterator[Metric]:
+    def build(self, rows: list[tuple[str, str, str]]) -> Iterator[Metric]:
         per_model = GaugeMetricFamily(
             "finetune_watcher_model_status",
             "1 for the current status of each watched model (one series per model).",
-            labels=["model_id", "status"],
+            labels=["provider", "model_id", "status"],
         )
         counts: dict[str, int] = {}
-        for model_id, label in rows:
+        for provider, model_id, label in rows:
             counts[label] = counts.get(label, 0) + 1
-            per_model.add_metric([model_id, label], 1)
+            per_model.add_metric([provider, model_id, label], 1)
         by_status = GaugeMetricFamily(
             "finetune_watcher_models", "Watched models by status.", labels=["status"]
         )
