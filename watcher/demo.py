@@ -1,9 +1,13 @@
 """``finetune-watcher demo``: the real daemon against the bundled simulator.
 
-Three models race through their lifecycle in seconds (one becomes READY, one
-FAILS, one keeps training). Notifications go to a ``console://`` apprise target
-that prints them; the demo stops once both have been delivered. No key, no
-network, no configuration file: everything lives in a temporary folder.
+A mixed fleet of three fine-tunes at three providers races through its lifecycle
+in seconds (``scenarios/demo-mixed.yaml``): Cohere's becomes ready, OpenAI's
+fails (the simulator gives OpenAI's ``error.message``), Together's keeps training. The progress
+line and the change lines say which provider each model is at. Notifications go
+to a ``console://`` apprise target that prints them; the demo stops once both
+have been delivered. No key, no network, no configuration file: everything lives
+in a temporary folder (each provider's key is the simulator's, given as the
+variable that provider's SDK reads).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import sys
 import tempfile
 import textwrap
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -26,11 +31,37 @@ from watcher.providers import scheme_for
 
 if TYPE_CHECKING:
     from watcher.daemon import Watcher
+    from watcher.fleet import WatchedModel
+    from watcher.simulator import Scenario
 
 DEMO_TIMEOUT = 60.0
 PROGRESS_EVERY = 0.2
 CLEAR_LINE = "\r\033[K"
 _OUT: list[TextIO] = [sys.stdout]
+#: The bundled scenario the demo runs (``watcher/simulator/scenarios/demo-mixed.yaml``).
+DEMO_SCENARIO = "demo-mixed"
+#: Fireworks' account in the simulator's scenarios that do not name one.
+_FIREWORKS_ACCOUNT = "sim-account"
+
+
+def demo_scenario() -> Scenario:
+    """The mixed fleet the demo watches."""
+    from watcher.simulator import bundled_scenario_path, load_scenario
+
+    return load_scenario(bundled_scenario_path(DEMO_SCENARIO))
+
+
+def provider_title(provider: str) -> str:
+    """How people spell a provider (``OpenAI``, ``Azure OpenAI``); its name if unknown."""
+    from watcher.providers import PROVIDERS
+
+    entry = PROVIDERS.get(provider)
+    return entry.title if entry is not None else provider
+
+
+def where(model: WatchedModel) -> str:
+    """``support-classifier (Cohere)``: the model's label and the provider it is at."""
+    return f"{model.label} ({provider_title(model.key.provider)})"
 
 
 def progress_line(watcher: Watcher, now: datetime) -> str:
@@ -44,7 +75,7 @@ def progress_line(watcher: Watcher, now: datetime) -> str:
         if state is not None and state.status_since is not None:
             since = " " + format_duration((now - state.status_since).total_seconds())
         icon = {Phase.READY: "✅", Phase.FAILED: "❌"}.get(scheme.phase(model.status), "⏳")
-        parts.append(f"{icon} {model.label}: {status}{since}")
+        parts.append(f"{icon} {where(model)}: {status}{since}")
     return " │ ".join(parts)
 
 
@@ -80,7 +111,7 @@ async def show_progress(watcher: Watcher, out: TextIO) -> None:
                 status = model.status
                 if status is not None and last.get(str(model.key)) != status:
                     shown = human_status(status, scheme_for(model.key.provider))
-                    print(f"demo: {model.label} is {shown}", file=out, flush=True)
+                    print(f"demo: {where(model)} is {shown}", file=out, flush=True)
                 last[str(model.key)] = status
         await anyio.sleep(PROGRESS_EVERY)
 
@@ -102,13 +133,38 @@ def _register_console_target() -> None:
         return True
 
 
-def demo_config(base_url: str, state_dir: Path) -> dict[str, Any]:
-    """The watcher configuration the demo runs with."""
-    from watcher.simulator import demo_scenario
+def demo_environ(scenario: Scenario) -> dict[str, str]:
+    """Each provider's key variable set to the simulator's key (every provider in the fleet)."""
+    from watcher.settings import ProviderSettings, Settings, section_name
 
-    scenario = demo_scenario()
+    key = scenario.api_key or "demo"
+    environ: dict[str, str] = {}
+    for model in scenario.models:
+        section = Settings.model_fields[section_name(model.provider)].annotation
+        if isinstance(section, type) and issubclass(section, ProviderSettings):
+            environ[section.key_variables[0]] = key
+    return environ
+
+
+def demo_config(
+    provider_urls: Mapping[str, str], state_dir: Path, scenario: Scenario | None = None
+) -> dict[str, Any]:
+    """The watcher configuration the demo runs with.
+
+    ``provider_urls`` is each provider's base URL at the simulator
+    (``RunningSimulator.provider_url``); every provider of the fleet gets its section.
+    """
+    from watcher.settings import section_name
+
+    scenario = scenario or demo_scenario()
+    sections: dict[str, Any] = {}
+    for provider in dict.fromkeys(m.provider for m in scenario.models):
+        section: dict[str, Any] = {"base_url": provider_urls[provider], "timeout": 5}
+        if provider == "fireworks":
+            section["account_id"] = scenario.fireworks_account or _FIREWORKS_ACCOUNT
+        sections[section_name(provider)] = section
     return {
-        "cohere": {"base_url": base_url, "timeout": 5},
+        **sections,
         "poll": {
             "interval": 0.5,
             "settled_interval": 30,
@@ -118,7 +174,7 @@ def demo_config(base_url: str, state_dir: Path) -> dict[str, Any]:
         },
         "state": {"path": str(state_dir / "demo.db")},
         "notify": {"urls": ["console://"], "on": [Phase.READY.value, Phase.FAILED.value]},
-        "models": [{"id": m.id, "name": m.name} for m in scenario.models],
+        "models": [{"id": m.id, "name": m.name, "provider": m.provider} for m in scenario.models],
     }
 
 
@@ -126,13 +182,15 @@ async def run_demo(out: TextIO | None = None) -> int:
     """Run the demo; 0 once the READY and FAILED notifications were delivered."""
     from watcher.daemon import serve
     from watcher.settings import load_settings, register_secrets, resolve_api_keys
-    from watcher.simulator import demo_scenario, running_simulator
+    from watcher.simulator import running_simulator
 
     _OUT[0] = out or sys.stdout
     _register_console_target()
     scenario = demo_scenario()
+    titles = list(dict.fromkeys(provider_title(m.provider) for m in scenario.models))
     print(
-        "finetune-watcher demo: watching 3 simulated fine-tunes\n"
+        f"finetune-watcher demo: watching {len(scenario.models)} simulated fine-tunes at"
+        f" {', '.join(titles[:-1])} and {titles[-1]}\n"
         "(one will be ready, one will fail, one keeps training)…",
         file=_OUT[0],
         flush=True,
@@ -140,9 +198,13 @@ async def run_demo(out: TextIO | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="finetune-watcher-demo-") as tmp:
         async with running_simulator(scenario) as sim:
             config = Path(tmp) / "demo.yaml"
-            config.write_text(yaml.safe_dump(demo_config(sim.base_url, Path(tmp))))
-            settings = load_settings(config, environ={"CO_API_KEY": scenario.api_key or "demo"})
-            api_keys = resolve_api_keys(settings, {"CO_API_KEY": scenario.api_key or "demo"})
+            urls: dict[str, str] = {
+                m.provider: sim.provider_url(m.provider) for m in scenario.models
+            }
+            config.write_text(yaml.safe_dump(demo_config(urls, Path(tmp), scenario)))
+            environ = demo_environ(scenario)
+            settings = load_settings(config, environ=environ)
+            api_keys = resolve_api_keys(settings, environ)
             register_secrets(settings, api_keys)
             outcome: list[int] = []
 
