@@ -19,6 +19,31 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SIM_KEY = "sim-key-0123456789"
 
+#: Workers for the whole suite (the README's bare ``.venv/bin/pytest``); issue 15, goal 5.
+SUITE_WORKERS = 2
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """The whole suite runs on ``SUITE_WORKERS`` pytest-xdist workers, one test file per
+    worker at a time (``--dist loadfile``: a module's fixtures and its daemons stay on one
+    worker). Only when no test was named and no ``-n`` / ``-s`` / ``--pdb`` was given:
+    ``pytest tests/test_x.py`` stays in one process. ``-n 0`` runs the suite serially."""
+    if hasattr(config, "workerinput") or not config.pluginmanager.hasplugin("xdist"):
+        return
+    option = config.option
+    if (
+        config.args_source is not pytest.Config.ArgsSource.TESTPATHS
+        or option.numprocesses is not None
+        or option.dist != "no"
+        or option.capture == "no"
+        or option.usepdb
+        or option.collectonly
+    ):
+        return
+    option.numprocesses = SUITE_WORKERS
+    option.dist = "loadfile"
+
 
 async def wait_until(
     predicate: Callable[[], bool], *, timeout: float = 15.0, what: str = "condition"

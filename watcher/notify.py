@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import anyio
 import anyio.to_thread
 import apprise
 
+from watcher.apprise_urls import add as add_urls
 from watcher.messages import BODY_FORMATS, Message
 from watcher.redact import SECRETS, redact_url
 
@@ -34,6 +36,7 @@ __all__ = [
     "TargetResult",
     "make_target",
     "make_targets",
+    "make_webhook_target",
     "unique_targets",
 ]
 
@@ -42,11 +45,16 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Target:
-    """One apprise URL to deliver to. ``url`` is secret: it is never shown or logged."""
+    """One apprise URL to deliver to. ``url`` is secret: it is never shown or logged.
+
+    ``webhook``: not apprise but a plain ``http(s)://`` URL that gets the message's JSON
+    document (``Message.document``) as the body of a POST (``make_webhook_target``).
+    """
 
     key: str  # sha256 of the URL, first 16 hex digits: what the database stores
     url: str = field(repr=False)
     label: str  # redact_url(url): what people and logs see
+    webhook: bool = False
 
 
 def make_target(url: str) -> Target:
@@ -55,6 +63,17 @@ def make_target(url: str) -> Target:
     SECRETS.add_url(url)
     key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
     return Target(key=key, url=url, label=redact_url(url))
+
+
+def make_webhook_target(url: str) -> Target:
+    """The ``Target`` that POSTs notices' JSON documents to ``url``; registers its secrets.
+
+    Its key differs from an apprise target's of the same text (another kind of delivery).
+    """
+    url = url.strip()
+    SECRETS.add_url(url)
+    key = hashlib.sha256(f"webhook {url}".encode()).hexdigest()[:16]
+    return Target(key=key, url=url, label=redact_url(url), webhook=True)
 
 
 def make_targets(urls: Iterable[str]) -> tuple[Target, ...]:
@@ -133,6 +152,7 @@ class Notifier:
         self._apprise: dict[str, Any] = {}
         self._build_lock = threading.Lock()
         self._closed = False
+        self._http: aiohttp.ClientSession | None = None  # webhook targets' (made on first use)
         self.set_timeout(timeout)
         _widen_apprise_pool(SEND_THREADS)
 
@@ -153,6 +173,8 @@ class Notifier:
         """True when sends to ``target`` must not overlap: apprise throttles it (e-mail,
         chat services with rate limits), which only works for one send at a time.
         Also True for a URL apprise cannot use (its sends fail at once anyway)."""
+        if target.webhook:
+            return False
         sender = await self._apprise_for(target)
         if sender is None:
             return True
@@ -197,6 +219,8 @@ class Notifier:
         return [results[t.key] for t in unique]
 
     async def _send_one(self, message: Message, target: Target) -> TargetResult:
+        if target.webhook:
+            return await self._post_document(message, target)
         try:
             with anyio.fail_after(self._hard_timeout):
                 sender = await self._apprise_for(target)
@@ -226,11 +250,41 @@ class Notifier:
         finally:
             outcome.close()
 
+    async def _post_document(self, message: Message, target: Target) -> TargetResult:
+        """POST ``message.document`` to a webhook target: any 2xx is delivered.
+
+        Redirects are not followed (the document goes where it was configured to go).
+        Errors name the HTTP status or the kind of failure, never the URL.
+        """
+        if message.document is None:
+            return TargetResult(target, False, "not a notice: no JSON document to send")
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(headers={"User-Agent": "finetune-watcher"})
+        try:
+            with anyio.fail_after(self._hard_timeout):
+                async with self._http.post(
+                    target.url,
+                    data=message.document.encode("utf-8"),
+                    headers={"Content-Type": "application/json"},
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=self.timeout),
+                ) as response:
+                    status = response.status
+        except TimeoutError:
+            return TargetResult(target, False, f"timed out after {self.timeout:g}s")
+        except aiohttp.ClientError:
+            return TargetResult(target, False, "connection failed")
+        except Exception as exc:
+            return TargetResult(target, False, f"unexpected error ({type(exc).__name__})")
+        if 200 <= status < 300:
+            return TargetResult(target, True, None)
+        return TargetResult(target, False, f"HTTP {status}")
+
     async def _apprise_for(self, target: Target) -> Any:
         cached = self._apprise.get(target.key)
         if cached is not None:
             return cached
-        # Parsing the first URL loads apprise's plugins (~0.2 s): not on the event loop.
+        # Building a target imports its apprise plugin (email: ~0.1 s): not on the event loop.
         return await anyio.to_thread.run_sync(self._build, target.key, target.url)
 
     def _build(self, key: str, url: str) -> Any:
@@ -239,7 +293,7 @@ class Notifier:
             if cached is not None:
                 return cached
             sender = apprise.Apprise(asset=self._asset)
-            if not sender.add(url):
+            if not add_urls(sender, url):
                 return None
             own = _url_socket_timeouts(url)
             for plugin in sender:
@@ -262,6 +316,8 @@ class Notifier:
         """Forget every apprise object. Sends still running in apprise's threads finish alone."""
         self._closed = True
         self._apprise.clear()
+        if self._http is not None:
+            await self._http.close()
 
 
 def _url_socket_timeouts(url: str) -> dict[str, float]:

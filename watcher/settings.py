@@ -88,6 +88,7 @@ __all__ = [
     "OpenAISettings",
     "PollSettings",
     "ProviderSettings",
+    "RouteSettings",
     "Settings",
     "StateSettings",
     "TogetherSettings",
@@ -630,8 +631,56 @@ class MessageTemplate(BaseModel):
         return _check_template(value)
 
 
+# --- Routes and webhooks out (issue 13) -------------------------------------------------
+
+
+def _check_webhook_url(url: SecretStr) -> SecretStr:
+    """An ``http(s)://`` URL that receives notices as JSON documents; errors name its label."""
+    raw = url.get_secret_value().strip()
+    label = redact_url(raw)
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(f"must be an http:// or https:// URL ({label})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not raw.isprintable():
+        raise ValueError(f"must be an http:// or https:// URL ({label})")
+    return SecretStr(raw)
+
+
+#: ``webhooks:`` (notify, a model, a route): URLs that get each notice as a JSON document.
+WebhookUrl = Annotated[SecretStr, AfterValidator(_check_webhook_url)]
+WebhookUrls = Annotated[list[WebhookUrl], BeforeValidator(_none_as_empty)]
+#: ``on:`` of a route: the words of ``notify.on``, expanded to the statuses they name.
+RouteWords = Annotated[list[NotifyWord], Field(min_length=1), AfterValidator(_expand_words)]
+
+
+class RouteSettings(BaseModel):
+    """Where the notices of the statuses ``on`` names go, besides ``urls`` everywhere else:
+    ``urls`` (apprise: messages people read) and ``webhooks`` (JSON documents)."""
+
+    model_config = _MODEL_CONFIG
+
+    on: RouteWords
+    urls: AppriseUrls = []
+    webhooks: WebhookUrls = []
+
+    @model_validator(mode="after")
+    def _goes_somewhere(self) -> RouteSettings:
+        if not self.urls and not self.webhooks:
+            raise ValueError("a route needs urls or webhooks")
+        return self
+
+
+Routes = Annotated[list[RouteSettings], BeforeValidator(_none_as_empty)]
+
+
 class NotifySettings(BaseModel):
-    """Where notifications go, on which statuses, and what they say."""
+    """Where notifications go, on which statuses, and what they say.
+
+    ``urls`` and ``webhooks`` get every notice ``on`` names; each of ``routes`` gets
+    the notices its own ``on`` names (also statuses ``on`` leaves out).
+    """
 
     model_config = _MODEL_CONFIG
 
@@ -640,6 +689,8 @@ class NotifySettings(BaseModel):
         Phase.READY.value,
         Phase.FAILED.value,
     ]
+    webhooks: WebhookUrls = []
+    routes: Routes = []
     ops_urls: AppriseUrls = []
     give_up_after: Duration = 86400.0
     unreachable_after: Duration = 900.0
@@ -687,7 +738,8 @@ class NotifySettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
-    """One watched model: its provider, its id there, a display name and its own targets."""
+    """One watched model: its provider, its id there, a display name and its own targets
+    (``urls`` and ``webhooks``: every notice of ``notify.on``; ``routes``: by status)."""
 
     model_config = _MODEL_CONFIG
 
@@ -695,6 +747,8 @@ class ModelSettings(BaseModel):
     name: str | None = None
     urls: AppriseUrls = []
     provider: str = DEFAULT_PROVIDER
+    webhooks: WebhookUrls = []
+    routes: Routes = []
 
     @field_validator("provider")
     @classmethod
@@ -747,6 +801,32 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+#: A shorter web token could be guessed; ``openssl rand -hex 32`` makes a good one.
+WEB_TOKEN_MIN_LENGTH = 16
+
+
+class WebSettings(BaseModel):
+    """The status page, the JSON API and webhooks in, served on ``health.listen``.
+
+    Open on a loopback listener. Beyond loopback the page and ``/api/*`` need the token
+    in ``token_file`` (``Authorization: Bearer``, or the login form's cookie) unless
+    ``public`` is true; with neither they answer 403 (``/healthz``, ``/readyz`` and
+    ``/metrics`` stay open). A token, when set, is required on loopback too (a reverse
+    proxy may sit in front). ``max_streams`` caps the open live-update streams.
+    """
+
+    model_config = _MODEL_CONFIG
+
+    token_file: Path | None = None
+    public: bool = False
+    max_streams: Annotated[int, Field(ge=1, le=10_000)] = 256
+
+    @field_validator("token_file")
+    @classmethod
+    def _readable_token(cls, value: Path | None) -> Path | None:
+        return _readable_file(value)
 
 
 class HealthSettings(BaseModel):
@@ -816,6 +896,7 @@ _SECTIONS = (
     "state",
     "notify",
     "health",
+    "web",
     "discover",
 )
 
@@ -848,6 +929,7 @@ class Settings(BaseSettings):
     state: StateSettings = Field(default_factory=StateSettings)
     notify: NotifySettings = NotifySettings()  # frozen: safe to share
     health: HealthSettings = HealthSettings()  # frozen: safe to share
+    web: WebSettings = WebSettings()  # frozen: safe to share
     discover: DiscoverSettings = DiscoverSettings()  # frozen: safe to share
     models: list[ModelSettings] = []
 
@@ -1348,6 +1430,16 @@ def summary_lines(settings: Settings, api_keys: Mapping[str, ApiKey] | ApiKey | 
     lines = [f"models: {len(settings.models)}" + (f": {', '.join(shown)}" if shown else "")]
     lines.append(f"notify on {', '.join(notify.on)}: {_targets(notify.urls)}")
     lines.extend(f"notify {m.label} also: {_targets(m.urls)}" for m in settings.models if m.urls)
+    routes: list[tuple[str | None, RouteSettings]] = [(None, r) for r in notify.routes]
+    routes += [(m.label, r) for m in settings.models for r in m.routes]
+    for label, route in routes:
+        where = f" of {label}" if label else ""
+        lines.append(f"route{where} on {', '.join(route.on)}: {_targets(route.urls)}"
+                     + (f", {_targets(route.webhooks).replace('target', 'webhook')}"
+                        if route.webhooks else ""))  # fmt: skip
+    hooks = [*notify.webhooks, *(u for m in settings.models for u in m.webhooks)]
+    if hooks:
+        lines.append(f"JSON webhooks: {_targets(hooks).replace('target', 'webhook')}")
     lines.append(f"ops notify: {_targets(notify.ops_urls)}")
     lines.append(
         f"poll: every {format_duration(poll.interval)}, settled models every "
@@ -1397,8 +1489,8 @@ def register_secrets(
     every provider's key that can be found (its file, credential, setting or SDK
     variable, as ``resolve_api_key`` finds it: also for commands that need no key, so
     ``status`` scrubs a key an API error echoed), base-URL credentials, webhook
-    secrets, the state database's password, and every apprise URL (global, ops, per
-    model).
+    secrets, the state database's password, and every apprise and webhook URL (global,
+    ops, routes, per model).
 
     ``api_keys``: the resolved keys by provider (``resolve_api_keys``), or Cohere's key.
     ``environ`` defaults to ``os.environ``.
@@ -1432,8 +1524,11 @@ def register_secrets(
     if isinstance(password_file, Path):
         SECRETS.add(_first_line(password_file))
     SECRETS.add(environ.get("PGPASSWORD", ""))
-    urls = [*settings.notify.urls, *settings.notify.ops_urls]
-    urls.extend(url for model in settings.models for url in model.urls)
+    urls = [*settings.notify.urls, *settings.notify.ops_urls, *settings.notify.webhooks]
+    for model in settings.models:
+        urls.extend([*model.urls, *model.webhooks])
+    for route in [*settings.notify.routes, *(r for m in settings.models for r in m.routes)]:
+        urls.extend([*route.urls, *route.webhooks])
     for url in urls:
         SECRETS.add_url(url.get_secret_value())
 
@@ -1463,13 +1558,14 @@ def _first_line(path: Path) -> str:
 
 def key_file_warnings(settings: Settings) -> list[str]:
     """One line per secret file (any provider's ``api_key_file``, the OpenAI webhook
-    secret) that every user of the machine may read: ``check-config`` prints them, the
-    daemon logs them at start. Empty when all are private."""
+    secret, the web token) that every user of the machine may read: ``check-config``
+    prints them, the daemon logs them at start. Empty when all are private."""
     files = [
         (f"{section_name(name)}.api_key_file", settings.provider_section(name).api_key_file)
         for name in PROVIDER_NAMES
     ]
     files.append(("openai.webhook_secret_file", settings.openai.webhook_secret_file))
+    files.append(("web.token_file", settings.web.token_file))
     warnings: list[str] = []
     for field, path in files:
         if path is None:
@@ -1486,11 +1582,74 @@ def key_file_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
+def resolve_web_token(settings: Settings) -> SecretStr | None:
+    """The content of ``web.token_file`` (surrounding whitespace stripped); None when unset.
+
+    Raises ``ConfigError`` when the file cannot be read, is empty, or holds fewer than
+    ``WEB_TOKEN_MIN_LENGTH`` characters.
+    """
+    path = settings.web.token_file
+    if path is None:
+        return None
+    source = str(settings.config_path)
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(source, [f"web.token_file: cannot read {path}: {reason}"]) from None
+    if len(value) < WEB_TOKEN_MIN_LENGTH:
+        raise ConfigError(
+            source,
+            [f"web.token_file: {path} must hold at least {WEB_TOKEN_MIN_LENGTH} characters "
+             "(e.g. `openssl rand -hex 32`)"],
+        )  # fmt: skip
+    return SecretStr(value)
+
+
+WEBHOOK_SECRET_VARIABLE = "OPENAI_WEBHOOK_SECRET"  # noqa: S105 -- a variable name
+
+
+def resolve_webhook_secret(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> SecretStr | None:
+    """OpenAI's webhook signing secret: ``openai.webhook_secret_file``, else
+    ``$OPENAI_WEBHOOK_SECRET`` (the SDK's variable); None when neither (then
+    ``POST /webhooks/openai`` is not served).
+
+    Raises ``ConfigError`` unless it is a ``whsec_`` secret (base64 after the prefix).
+    """
+    environ = os.environ if environ is None else environ
+    source = str(settings.config_path)
+    path = settings.openai.webhook_secret_file
+    if path is not None:
+        label = "openai.webhook_secret_file"
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(source, [f"{label}: cannot read {path}: {reason}"]) from None
+    else:
+        label = f"${WEBHOOK_SECRET_VARIABLE}"
+        value = environ.get(WEBHOOK_SECRET_VARIABLE, "").strip()
+        if not value:
+            return None
+    from standardwebhooks.webhooks import Webhook
+
+    try:
+        Webhook(value)  # the verifier's own parsing: what it accepts, we accept
+    except Exception:  # binascii.Error, EmptyWebhookSecretError, RuntimeError
+        value = ""
+    if not value.startswith("whsec_"):
+        raise ConfigError(source, [f"{label}: not an OpenAI webhook secret (whsec_...)"])
+    return SecretStr(value)
+
+
 # --- Reloading -----------------------------------------------------------------------------
 
 #: Settings a running daemon cannot change (``state.path``: the open, locked store;
 #: ``health.listen``: the bound socket; a provider's ``api_key`` / ``api_key_file``: keys are
-#: resolved once at start, and systemd's ``ExecReload=`` has no ``$CREDENTIALS_DIRECTORY``).
+#: resolved once at start, and systemd's ``ExecReload=`` has no ``$CREDENTIALS_DIRECTORY``;
+#: ``web.*`` and ``openai.webhook_secret_file``: the web layer is mounted, its secrets read, once).
 #: A reload keeps their running values and logs one warning naming them. Everything else
 #: reloads live.
 RESTART_ONLY_KEYS: tuple[str, ...] = (
@@ -1499,6 +1658,11 @@ RESTART_ONLY_KEYS: tuple[str, ...] = (
     "state.password_file",
     "state.lease_ttl",
     "health.listen",
+    # The web layer is mounted once, its secrets read once (issue 13).
+    "web.token_file",
+    "web.public",
+    "web.max_streams",
+    "openai.webhook_secret_file",
     *(
         f"{section_name(name)}.{key}"
         for name in PROVIDER_NAMES

@@ -53,6 +53,8 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         ),
         epilog=EPILOG,
     )
+    # It prints one line and logs nothing: no logging setup (structlog) unless -c is given.
+    parser.set_defaults(needs_logging=False)
     parser.add_argument("--url", default=None, help="the /healthz URL (default: see below)")
     parser.add_argument(
         "--timeout",
@@ -75,7 +77,7 @@ def healthcheck_target(url: str | None, config: Path | None, environ: Mapping[st
     ``$WATCHER_HEALTH__LISTEN`` overrides); ``$WATCHER_HEALTH__LISTEN``; the default
     ``http://127.0.0.1:9464/healthz``. Raises ``ConfigError`` for an unusable address.
     """
-    from watcher.health import DEFAULT_HEALTHCHECK_URL, healthcheck_url
+    from watcher.healthprobe import DEFAULT_HEALTHCHECK_URL, healthcheck_url
 
     if url:
         return url
@@ -100,7 +102,7 @@ def healthcheck_command(
     environ: Mapping[str, str] | None = None,
 ) -> int:
     """0 when the daemon's ``/healthz`` answers 200, else 1; prints one line."""
-    from watcher.health import healthcheck
+    from watcher.healthprobe import healthcheck
 
     target = healthcheck_target(url, config, os.environ if environ is None else environ)
     return healthcheck(target, timeout=timeout)
