@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
 
 from tests.conftest import SIM_KEY, daemon, run_cli, wait_until, write_config
 from tests.receivers import WebhookReceiver, webhook_receiver
@@ -268,11 +267,8 @@ class TestMixedFleet:
             providers = {m["id"]: m["provider"] for m in document["models"]}
             assert providers == {i: provider_of(i) for i in ids}
 
-        if missing_reasons:
-            pytest.xfail(
-                "the failure notification does not carry the provider's reason yet "
-                f"(messages.py renders no JobDetails.error_message): {missing_reasons}"
-            )
+        # The provider's own reason is in its failure notification (issue 10, item 4).
+        assert not missing_reasons, missing_reasons
 
 
 class TestDemoFleet:

@@ -228,7 +228,21 @@ class TestFields:
             "base_model": "command-r",
             "dashboard_url": f"https://dashboard.cohere.com/fine-tuning/{MODEL}",
             "metrics": "accuracy=0.5",
+            "provider": "cohere",
+            "fine_tuned_model": "unknown",
+            "error_message": "unknown",
         }
+
+    def test_the_providers_reason_is_in_the_failure_body(self) -> None:
+        """A failure names the provider's own reason when it gives one (issue 10)."""
+        failed = notice(status="STATUS_FAILED")
+        message = render_notice(
+            failed, name="x", dashboard_url=DASHBOARD, error_message="invalid file format"
+        )
+        assert "Reason given by Cohere: invalid file format" in message.body
+        assert "does not say why" not in message.body
+        without = render_notice(failed, name="x", dashboard_url=DASHBOARD)
+        assert "Cohere does not say why" in without.body
 
     def test_missing_values_read_unknown(self) -> None:
         """What nobody knows is "unknown" (metrics: "none"), never "None"."""
@@ -317,6 +331,9 @@ class TestTemplates:
             "command-r",
             f"https://dashboard.cohere.com/fine-tuning/{MODEL}",
             "loss=1.25",
+            "Cohere",
+            "unknown",
+            "unknown",
         ]
 
     def test_format_specs_are_allowed(self) -> None:

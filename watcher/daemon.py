@@ -72,6 +72,8 @@ log = structlog.get_logger("watcher.daemon")
 SHUTDOWN_GRACE = 3.0
 #: How often batched "polled, nothing changed" rows are written.
 FLUSH_EVERY = 5.0
+#: Connections of the health server that live-update streams leave for probes and pages.
+STREAM_RESERVE = 16
 #: The pacer of a model whose provider has no client (never binding; it is not polled).
 _UNPACED = RequestPacer(10**9)
 
@@ -119,6 +121,7 @@ class Watcher:
         self.delivery = Delivery(
             store, notifier, notify=settings.notify, targets_for=self.fleet.targets_for,
             render=self.render, metrics=self.metrics, progress=self.progress, now=now, rand=rand,
+            hold=self.fleet.holds,
         )  # fmt: skip
         self.poller = Poller(
             settings, store=store, clients=clients, fleet=self.fleet, schedule=self.schedule,
@@ -215,6 +218,8 @@ class Watcher:
             base_model=details.base_model if details else None,
             metrics=model.metrics if model and ready else None,
             body_format=notify.format,
+            fine_tuned_model=details.fine_tuned_model if details else None,
+            error_message=details.error_message if details and not ready else None,
         )
         # What webhooks: targets get (the same facts, as a JSON document).
         document = notice_document(
@@ -561,7 +566,14 @@ async def serve(
             mounted: list[WebMount] = []
 
             def mount(app: web.Application) -> None:
-                mounted.append(mount_web(app, source, options))
+                # Streams stay below the server's connection cap (set by start() before it
+                # mounts), so open streams can never lock the probes out.
+                cap = health.guard.cap if health is not None else STREAM_RESERVE * 2
+                streams = min(options.max_streams, cap - min(STREAM_RESERVE, cap // 2))
+                if streams < options.max_streams:
+                    log.warning("web.max_streams lowered to stay below the connection limit",
+                                max_streams=streams, connection_limit=cap)  # fmt: skip
+                mounted.append(mount_web(app, source, replace(options, max_streams=streams)))
 
             health = HealthServer(_Connecting(metrics, progress), host=host, port=port, mount=mount)
             bound_host, bound_port = await health.start()

@@ -63,12 +63,15 @@ UNKNOWN = "unknown"
 @dataclass(frozen=True)
 class Message:
     """What a target receives. ``notify_type`` is one of ``NOTIFY_TYPES``, ``body_format``
-    one of ``BODY_FORMATS`` (how the body is written, so the notifier sends it as such)."""
+    one of ``BODY_FORMATS`` (how the body is written, so the notifier sends it as such).
+    ``document``: a notice's JSON document (``watcher.notice_doc``), what ``webhooks:``
+    targets receive; None for the watcher's own reports."""
 
     title: str
     body: str
     notify_type: str
     body_format: str = "text"
+    document: str | None = None
 
 
 # --- Values as people read them -------------------------------------------------------
@@ -184,6 +187,9 @@ def notice_fields(
     scheme: StatusScheme,
     base_model: str | None = None,
     metrics: Mapping[str, float] | None = None,
+    provider_title: str | None = None,
+    fine_tuned_model: str | None = None,
+    error_message: str | None = None,
 ) -> dict[str, str]:
     """The value of every placeholder in ``templates.PLACEHOLDERS`` for ``notice``.
 
@@ -204,6 +210,9 @@ def notice_fields(
         "base_model": _outside(base_model or UNKNOWN),
         "dashboard_url": _outside(dashboard_link(dashboard_url, notice.model_id), ERROR_LIMIT),
         "metrics": _outside(format_metrics(metrics), ERROR_LIMIT),
+        "provider": _outside(provider_title or notice.provider),
+        "fine_tuned_model": _outside(fine_tuned_model or UNKNOWN),
+        "error_message": _outside(error_message or UNKNOWN, ERROR_LIMIT),
     }
 
 
@@ -219,6 +228,8 @@ def render_notice(
     base_model: str | None = None,
     metrics: Mapping[str, float] | None = None,
     body_format: str = "text",
+    fine_tuned_model: str | None = None,
+    error_message: str | None = None,
 ) -> Message:
     """The message announcing ``notice``: the templates if given, else the defaults.
 
@@ -234,6 +245,9 @@ def render_notice(
         scheme=scheme,
         base_model=base_model,
         metrics=metrics,
+        provider_title=provider_title,
+        fine_tuned_model=fine_tuned_model,
+        error_message=error_message,
     )
     body_fields = fields
     if body_format in ("html", "markdown"):
@@ -315,11 +329,15 @@ def _default_body(
         details.append(f"Time {f['previous_status']}: {f['time_in_previous']}")
     if notice.started_at is not None:
         details.append(f"Total time: {f['duration']} since its first event")
+    details.append(f"Provider: {f['provider']}")
+    if f["fine_tuned_model"] != UNKNOWN and phase is Phase.READY:
+        details.append(f"Fine-tuned model: {f['fine_tuned_model']}")
     if f["base_model"] != UNKNOWN:
         details.append(f"Base model: {f['base_model']}")
     if f["metrics"] != "none":
         details.append(f"Final metrics: {f['metrics']}")
-    details.append(f"Dashboard: {f['dashboard_url']}")
+    if f["dashboard_url"] not in ("", UNKNOWN):  # some providers have no per-job page
+        details.append(f"Dashboard: {f['dashboard_url']}")
     paragraphs.append("\n".join(details))
 
     if phase is Phase.FAILED:
@@ -330,11 +348,15 @@ def _default_body(
             known += f", while {f['previous_status']}"
             if notice.previous_since is not None:
                 known += f" (for {f['time_in_previous']})"
-        paragraphs.append(
-            known + ". The events API does not say why. Where to look: the model's page"
-            f" in the {provider} dashboard (link above) shows {provider}'s error message;"
-            " the training data and the fine-tune's settings are the usual suspects."
-        )
+        if f["error_message"] != UNKNOWN:
+            paragraphs.append(known + ".")
+            paragraphs.append(f"Reason given by {provider}: {f['error_message']}")
+        else:
+            paragraphs.append(
+                known + f". {provider} does not say why. Where to look: the job's page"
+                f" in the {provider} console (link above, where there is one); the training"
+                " data and the fine-tune's settings are the usual suspects."
+            )
     return "\n\n".join(paragraphs)
 
 

@@ -27,6 +27,9 @@ PLACEHOLDERS = (
     "base_model",
     "dashboard_url",
     "metrics",
+    "provider",
+    "fine_tuned_model",
+    "error_message",
 )
 
 
