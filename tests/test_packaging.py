@@ -487,9 +487,9 @@ class TestHealthcheckCommand:
 
 
 def server_port(server: HealthServer) -> int:
-    runner = server._runner  # the bound port of a port-0 server
-    assert runner is not None
-    return int(runner.addresses[0][1])
+    listener = server._listener  # the bound port of a port-0 server
+    assert listener is not None
+    return int(listener.sockets[0].getsockname()[1])
 
 
 # --- The systemd unit --------------------------------------------------------------------
