@@ -4,10 +4,18 @@ Two in-process measurements (CPU from ``time.process_time``, so the profiler-fre
 
 * **client**: against the simulator (own process, 1,000 training models), 8 requests in
   flight, the same loop driving (a) a bare aiohttp GET + ``json.loads``, (b)
-  ``CohereClient.list_events`` as the daemon calls it today, (c) the same with
-  ``unless_digest=`` (the answer's digest kept per model, as proposed for the daemon);
-* **daemon**: ``Watcher`` running its real poll loop for 1,000 seeded models with a client
-  that answers instantly (no HTTP): what the daemon itself costs per poll.
+  ``CohereProvider.fetch_history`` (providers/cohere.py over providers/http.py) with a full
+  parse, (c) the same with ``unless_digest=`` (the answer's digest kept per model: what
+  the daemon's poller calls);
+* **daemon**: ``Watcher`` (``open_watcher``) running its real poll workers, its Cohere
+  provider swapped for one that answers instantly (no HTTP): what the daemon itself costs
+  per poll (schedule, pick policy, pacer, poller, store batching), saturated (1,000
+  seeded models, interval 1 ms, 8 workers) and paced (2,000 models, interval 2 s, 16
+  workers: 1,000 polls/s); beside it the paced bare loop's driver around a poll that
+  does nothing (its timers and wake-ups).
+
+    .venv/bin/python bench/breakdown.py --daemon-variant paced --seconds 12 \
+        --workdir /tmp/bd --cprofile /tmp/bd/paced.prof.txt     # one variant, cProfiled
 
     .venv/bin/python bench/breakdown.py
 """
@@ -18,7 +26,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -51,8 +58,9 @@ async def _drive(poll: Callable[[str], Awaitable[Any]], ids: list[str], seconds:
 async def _client_variant(base_url: str, ids: list[str], variant: str, seconds: float) -> float:
     import aiohttp
 
-    from watcher.cohere import CohereClient, open_session
     from watcher.pacing import RequestPacer
+    from watcher.providers.cohere import CohereProvider
+    from watcher.providers.http import ApiTransport, open_session
 
     if variant == "bare":
         session = aiohttp.ClientSession(
@@ -67,15 +75,20 @@ async def _client_variant(base_url: str, ids: list[str], variant: str, seconds: 
                 return json.loads(await answer.read())
 
     else:
-        session = open_session(api_key=harness.SIM_KEY, timeout=30, concurrency=CONCURRENCY)
-        client = CohereClient(session, base_url=base_url, timeout=30,
-                              pacer=RequestPacer(10**9))  # fmt: skip
+        session = open_session(
+            headers={"Authorization": f"Bearer {harness.SIM_KEY}",
+                     "X-Client-Name": "finetune-watcher"},
+            timeout=30, concurrency=CONCURRENCY,
+        )  # fmt: skip
+        transport = ApiTransport(session, provider="cohere", pacer=RequestPacer(10**9),
+                                 timeout=30)  # fmt: skip
+        client = CohereProvider(transport, base_url=base_url)
         digests: dict[str, bytes] = {}
 
         async def poll(model_id: str) -> Any:
             if variant == "client":
-                return await client.list_events(model_id)
-            history = await client.list_events(model_id, unless_digest=digests.get(model_id))
+                return await client.fetch_history(model_id)
+            history = await client.fetch_history(model_id, unless_digest=digests.get(model_id))
             if history.digest is not None:
                 digests[model_id] = history.digest
             return history
@@ -102,9 +115,35 @@ def client_costs(workdir: Path, reps: int, seconds: float, log: Any) -> dict[str
     return results
 
 
+#: Daemon variants: (models, poll.interval, poll.concurrency). "as-is" is saturated (every
+#: model always due); "paced" is the paced benchmark's 1,000 polls/s (2,000 models / 2 s).
+DAEMON_VARIANTS = {"as-is": (1000, 0.001, 8), "paced": (2000, 2.0, 16)}
+
+
+def paced_floor(seconds: float, rate: float = 1000.0, concurrency: int = 16) -> float:
+    """CPU per poll of the paced bare loop's driver (bench/clients.py) around a poll that
+    does nothing: what its timers and wake-ups cost, to set beside the daemon's."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from clients import drive
+
+    async def poll(model_id: str) -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> float:
+        ids = harness.model_ids(2000)
+        await drive(poll, ids, concurrency=concurrency, duration=1.0, max_requests=10**9,
+                    rate=rate)  # fmt: skip
+        cpu0 = time.process_time()
+        done, _ = await drive(poll, ids, concurrency=concurrency, duration=seconds,
+                              max_requests=10**9, rate=rate)  # fmt: skip
+        return 1e6 * (time.process_time() - cpu0) / done
+
+    return asyncio.run(main())
+
+
 def daemon_costs(workdir: Path, seconds: float, log: Any) -> dict[str, float]:
-    """CPU per poll of the real poll loop with an instant client, per proposal set."""
-    variants = ["as-is"]
+    """CPU per poll of the real poll loop with an instant client, saturated and paced."""
+    variants = list(DAEMON_VARIANTS)
     results: dict[str, float] = {}
     for variant in variants:
         # A fresh interpreter per variant: no state leaks between them.
@@ -122,62 +161,87 @@ def daemon_costs(workdir: Path, seconds: float, log: Any) -> dict[str, float]:
     return results
 
 
-def _daemon_variant(variant: str, workdir: Path, seconds: float) -> float:
+def _daemon_variant(
+    variant: str, workdir: Path, seconds: float, cprofile: Path | None = None
+) -> float:
+    import dataclasses
+
     import anyio
 
-    import watcher.daemon as daemon
-    from watcher.cohere import EventHistory
+    from watcher.daemon import open_watcher
     from watcher.lifecycle import Event
-    from watcher.notify import Notifier
-    from watcher.pacing import RequestPacer
-    from watcher.settings import load_settings, resolve_api_key
-    from watcher.store import Store
+    from watcher.providers.base import History
+    from watcher.settings import load_settings, resolve_api_keys
 
-    ids = harness.model_ids(1000)
+    models, interval, concurrency = DAEMON_VARIANTS.get(variant, DAEMON_VARIANTS["as-is"])
+    ids = harness.model_ids(models)
     state = workdir / "watcher.db"
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        (state.parent / (state.name + suffix)).unlink(missing_ok=True)
     harness.seed_state(state, ids)
     config = harness.watcher_config(workdir / "watcher.yaml", base_url="http://127.0.0.1:9",
-                                    ids=ids, state=state, interval=0.001)  # fmt: skip
+                                    ids=ids, state=state, interval=interval,
+                                    concurrency=concurrency)  # fmt: skip
     events = [Event(s, harness.SIM_START + timedelta(seconds=o)) for o, s in harness.TRAINING]
     digest = b"0123456789abcdef"
+    calls = 0
 
-    class InstantClient:
-        calls = 0
+    class InstantProvider:
+        """The real provider for everything but the poll, which answers at once."""
 
-        async def list_events(
-            self, model_id: str, *, unless_digest: bytes | None = None
-        ) -> EventHistory:
-            InstantClient.calls += 1
+        def __init__(self, real: Any) -> None:
+            self._real = real
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._real, name)
+
+        async def fetch_history(self, job_id: str, *, unless_digest: bytes | None = None) -> Any:
+            nonlocal calls
+            calls += 1
             await anyio.lowlevel.checkpoint()
             if unless_digest == digest:
-                return EventHistory([], 0, 1, digest, unchanged=True)
-            return EventHistory(list(events), 0, 1, digest)
+                return History([], 0, 1, digest, unchanged=True)
+            return History(list(events), 0, 1, digest)
 
-    watcher_class: Any = daemon.Watcher
-    if variant == "pace":
+    pick: Any = None
+    if variant not in DAEMON_VARIANTS:
         import proposals
 
-        watcher_class = proposals.ProposedWatcher
+        pick = proposals.POLICIES[variant]()
 
     async def main() -> float:
-        os.environ["CO_API_KEY"] = harness.SIM_KEY
         settings = load_settings(config)
-        store = Store.open(state)
-        client = InstantClient()
-        watcher = watcher_class(
-            settings, api_key=resolve_api_key(settings), store=store, client=client,
-            notifier=Notifier(), pacer=RequestPacer(10**9),
-        )  # fmt: skip
+        api_keys = resolve_api_keys(settings, {"CO_API_KEY": harness.SIM_KEY})
         samples = []
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watcher.run)
-            await anyio.sleep(1.0)
-            for _ in range(3):
-                calls, cpu0 = InstantClient.calls, time.process_time()
-                await anyio.sleep(seconds / 3)
-                samples.append(1e6 * (time.process_time() - cpu0) / (InstantClient.calls - calls))
-            watcher.stop()
-        store.close()
+        async with open_watcher(settings, api_keys, pick=pick) as watcher:
+            real = watcher.clients["cohere"]
+            watcher.clients._clients["cohere"] = dataclasses.replace(
+                real, provider=InstantProvider(real.provider)
+            )
+            async with anyio.create_task_group() as tg:
+                await tg.start(watcher.run)
+                await anyio.sleep(1.0 + (interval if interval > 1 else 0))  # round one done
+                profiler = None
+                if cprofile is not None:
+                    import cProfile
+
+                    profiler = cProfile.Profile()
+                    profiler.enable()
+                for _ in range(3):
+                    calls0, cpu0 = calls, time.process_time()
+                    await anyio.sleep(seconds / 3)
+                    if calls > calls0:
+                        samples.append(1e6 * (time.process_time() - cpu0) / (calls - calls0))
+                if profiler is not None:
+                    profiler.disable()
+                    import pstats
+
+                    with cprofile.open("w") as out:
+                        stats = pstats.Stats(profiler, stream=out)
+                        out.write(f"{calls} polls in all\n")
+                        stats.sort_stats("tottime").print_stats(45)
+                        stats.sort_stats("cumulative").print_stats(60)
+                watcher.stop()
         return harness.median(samples)
 
     result: float = anyio.run(main)
@@ -186,9 +250,12 @@ def _daemon_variant(variant: str, workdir: Path, seconds: float) -> float:
 
 def run(workdir: Path, *, quick: bool = False, log: Any = print) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
+    floor = [paced_floor(3.0 if quick else 6.0) for _ in range(1 if quick else 3)]
+    log(f"breakdown: paced driver floor {harness.median(floor):6.1f} us CPU per poll")
     return {
         "client": client_costs(workdir, 1 if quick else 3, 2.0 if quick else 3.0, log),
         "daemon": daemon_costs(workdir, 3.0 if quick else 6.0, log),
+        "paced_floor": floor,
     }
 
 
@@ -198,10 +265,13 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fw-bench/breakdown"))
     parser.add_argument("--daemon-variant", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=6.0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--cprofile", type=Path, help="with --daemon-variant: cProfile the window into this file"
+    )
     args = parser.parse_args()
     if args.daemon_variant:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        micros = _daemon_variant(args.daemon_variant, args.workdir, args.seconds)
+        micros = _daemon_variant(args.daemon_variant, args.workdir, args.seconds, args.cprofile)
         print(json.dumps({"variant": args.daemon_variant, "micros": micros}))
         return 0
     print(json.dumps(run(args.workdir, quick=args.quick), indent=1))

@@ -49,7 +49,8 @@ def budget_run(
     proposals: str | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
-    """One run; ``proposals="pace"`` runs the daemon through bench/proposals.py."""
+    """One run; ``proposals=POLICY`` runs the daemon through bench/proposals.py with
+    ``--pick POLICY`` (``pick-then-pace``: the policy before P9, for comparison)."""
     workdir.mkdir(parents=True, exist_ok=True)
     budget = int(rate_limit * BUDGET_SHARE)
     spec, offsets = latency_scenario(models, ready, start, gap, rate_limit=rate_limit)
@@ -71,7 +72,8 @@ def budget_run(
             child = harness.run_watcher(config, workdir / "watcher.log")
         else:
             launcher = str(Path(__file__).with_name("proposals.py"))
-            argv = [harness.PYTHON, launcher, "run", "-c", str(config), "--log-format", "json"]
+            argv = [harness.PYTHON, launcher, "run", "-c", str(config), "--log-format", "json",
+                    "--pick", proposals]  # fmt: skip
             child = harness.spawn(argv, workdir / "watcher.log")
         window: dict[str, Any] = {}
         try:
@@ -205,10 +207,11 @@ QUEUED_S, TRAINING_S, WATCHED_S = 1800.0, 3 * 3600.0, 24 * 3600.0
 
 def lifecycle_rules(interval: float = 60.0, settled_interval: float = 1800.0) -> dict[str, Any]:
     """Requests per model-hour by the watcher's scheduling rules vs fixed-interval polling."""
-    from watcher.lifecycle import FINETUNING, QUEUED, READY, poll_interval
+    from watcher.lifecycle import poll_interval
 
-    phases = ((QUEUED, QUEUED_S), (FINETUNING, TRAINING_S), (READY, WATCHED_S))
-    polls = sum(s / poll_interval(status, interval, settled_interval) for status, s in phases)
+    # (settled?, seconds): queued and training are active, READY is settled.
+    phases = ((False, QUEUED_S), (False, TRAINING_S), (True, WATCHED_S))
+    polls = sum(s / poll_interval(settled, interval, settled_interval) for settled, s in phases)
     # Enrichment: the model's details on first sight (no name configured) and on READY,
     # plus its final metrics on READY.
     extra = 3
@@ -297,8 +300,10 @@ def run(
     budget = budget_run(workdir / "budget", log=log, **kwargs)
     proto = None
     if with_proposals:
-        proto = _tolerant(lambda: budget_run(workdir / "budget-proposals", proposals="pace",
-                                             log=log, **kwargs), log)  # fmt: skip
+        # The default is P9 ("pace, then pick"); the comparison is the policy before it.
+        proto = _tolerant(lambda: budget_run(workdir / "budget-proposals",
+                                             proposals="pick-then-pace", log=log, **kwargs),
+                          log)  # fmt: skip
     compressed = lifecycle_run(workdir / "lifecycle", compression=3600.0, log=log)
     return {"budget": budget, "proposals": proto, "rules": rules, "lifecycle_run": compressed}
 

@@ -1,6 +1,6 @@
-"""The two reference clients of the poll-cost benchmark, each run as its own process.
+"""The reference clients of the poll-cost benchmarks, each run as its own process.
 
-``bare``: an aiohttp loop that only GETs a model's events and parses the JSON -- the
+``bare``: an aiohttp loop that only GETs a model's status and parses the JSON -- the
 practical limit of this machine for a Python client. ``sdk``: the loop a user would
 write with the official ``cohere`` SDK (``AsyncClient.finetuning.list_events``).
 
@@ -8,8 +8,19 @@ Both poll ``PREFIX00000 .. PREFIX{count-1}`` round-robin with ``concurrency`` wo
 until ``--duration`` seconds or ``--max-requests`` requests, whichever comes first
 (every loop is bounded in count and time), and only talk to loopback.
 
+Saturated (the default): every worker polls again as soon as its last poll is done.
+Paced (``--rate R``): poll k starts at ``t0 + k / R`` (evenly spaced, like a daemon
+whose models are due one after the other); a worker claims the next slot, sleeps until
+it, then polls; ``concurrency`` bounds the polls in flight.
+
+``--provider`` (bare only) picks the endpoint that provider's client polls on the
+simulator (bench/paced.py: PROVIDER_POLL); ``--newest-event`` adds OpenAI's/Azure's
+second request (``/events?limit=1``) to every poll.
+
     python bench/clients.py bare --base-url http://127.0.0.1:PORT --count 1000 \
         --concurrency 8 --duration 30
+    python bench/clients.py bare --base-url http://127.0.0.1:PORT --count 2000 \
+        --concurrency 16 --rate 1000 --duration 30 --provider openai
 """
 
 from __future__ import annotations
@@ -31,6 +42,17 @@ def model_ids(prefix: str, count: int) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(count)]
 
 
+#: The simulator's URL prefix and a job's status path at each provider (SDK conventions).
+PROVIDER_PATHS = {
+    "cohere": ("", "/v1/finetuning/finetuned-models/{id}/events?order_by=created_at&page_size=50"),
+    "openai": ("/openai/v1", "/fine_tuning/jobs/{id}"),
+    "azure-openai": ("/azure/openai/v1", "/fine_tuning/jobs/{id}"),
+    "mistral": ("/mistral", "/v1/fine_tuning/jobs/{id}"),
+    "together": ("/together", "/v1/fine-tunes/{id}"),
+    "fireworks": ("/fireworks", "/v1/accounts/sim-account/supervisedFineTuningJobs/{id}"),
+}
+
+
 async def drive(
     poll_one: Callable[[str], Awaitable[None]],
     ids: list[str],
@@ -38,17 +60,29 @@ async def drive(
     concurrency: int,
     duration: float,
     max_requests: int,
+    rate: float | None = None,
 ) -> tuple[int, int]:
-    """Poll ``ids`` round-robin with ``concurrency`` workers; returns (ok, failed)."""
+    """Poll ``ids`` round-robin with ``concurrency`` workers; returns (ok, failed).
+
+    ``rate``: poll k starts at ``t0 + k / rate`` (paced) instead of at once (saturated).
+    """
+    loop = asyncio.get_running_loop()
     deadline = time.monotonic() + duration
     cycle = itertools.cycle(ids)
     issued = 0
     ok = failed = 0
+    t0 = loop.time()
+    spacing = 1.0 / rate if rate else 0.0
 
     async def worker() -> None:
         nonlocal issued, ok, failed
         while issued < max_requests and time.monotonic() < deadline:
+            slot = issued
             issued += 1
+            if spacing:
+                wait = t0 + slot * spacing - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             try:
                 await poll_one(next(cycle))
                 ok += 1
@@ -62,19 +96,39 @@ async def drive(
 async def run_bare(args: argparse.Namespace) -> tuple[int, int]:
     import aiohttp
 
-    base = args.base_url.rstrip("/") + "/v1/finetuning/finetuned-models/"
-    headers = {"Authorization": f"Bearer {API_KEY}", "Accept": "application/json"}
+    prefix, path = PROVIDER_PATHS[args.provider]
+    base = args.base_url.rstrip("/") + prefix
+    auth = (
+        {"api-key": API_KEY}
+        if args.provider == "azure-openai"
+        else {"Authorization": f"Bearer {API_KEY}"}
+    )
+    headers = {**auth, "Accept": "application/json"}
     connector = aiohttp.TCPConnector(limit=args.concurrency, limit_per_host=args.concurrency)
-    params = {"order_by": "created_at", "page_size": "50"}
+    newest = "/events?limit=1" if args.newest_event else None
+    if args.provider == "cohere" and not args.rate:
+        # The saturated benchmark's loop as it always was: a params dict per request.
+        base += "/v1/finetuning/finetuned-models/"
+        params: dict[str, str] | None = {"order_by": "created_at", "page_size": "50"}
+        urls = {m: base + m + "/events" for m in model_ids(args.prefix, args.count)}
+    else:
+        params = None  # one pre-encoded URL string per model, as the daemon's clients do
+        urls = {m: base + path.format(id=m) for m in model_ids(args.prefix, args.count)}
     async with aiohttp.ClientSession(
         headers=headers, connector=connector, timeout=aiohttp.ClientTimeout(total=30)
     ) as session:
 
         async def poll_one(model_id: str) -> None:
-            async with session.get(base + model_id + "/events", params=params) as response:
+            url = urls[model_id]
+            async with session.get(url, params=params) as response:
                 body = json.loads(await response.read())
-                if response.status != 200 or not isinstance(body.get("events"), list):
+                if response.status != 200 or not isinstance(body, dict):
                     raise RuntimeError(f"HTTP {response.status}")
+            if newest is not None:
+                async with session.get(url + newest) as response:
+                    body = json.loads(await response.read())
+                    if response.status != 200 or not isinstance(body.get("data"), list):
+                        raise RuntimeError(f"HTTP {response.status}")
 
         return await drive(
             poll_one,
@@ -82,6 +136,7 @@ async def run_bare(args: argparse.Namespace) -> tuple[int, int]:
             concurrency=args.concurrency,
             duration=args.duration,
             max_requests=args.max_requests,
+            rate=args.rate,
         )
 
 
@@ -112,6 +167,7 @@ async def run_sdk(args: argparse.Namespace) -> tuple[int, int]:
             concurrency=args.concurrency,
             duration=args.duration,
             max_requests=args.max_requests,
+            rate=args.rate,
         )
     finally:
         await http.aclose()
@@ -126,9 +182,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--max-requests", type=int, default=1_000_000)
+    parser.add_argument("--rate", type=float, help="polls per second, evenly paced")
+    parser.add_argument("--provider", choices=sorted(PROVIDER_PATHS), default="cohere")
+    parser.add_argument(
+        "--newest-event",
+        action="store_true",
+        help="OpenAI/Azure: also GET the job's newest event on every poll",
+    )
     args = parser.parse_args(argv)
     if urlsplit(args.base_url).hostname not in LOOPBACK_HOSTS:
         parser.error("the benchmark clients only talk to loopback")
+    if args.kind == "sdk" and args.provider != "cohere":
+        parser.error("the SDK loop is Cohere's")
     runner = run_bare if args.kind == "bare" else run_sdk
     started = time.monotonic()
     ok, failed = asyncio.run(runner(args))

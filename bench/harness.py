@@ -242,8 +242,9 @@ def watcher_config(
     budget: int = 1_000_000_000,
     jitter: float = 0.0,
     urls: Sequence[str] = (),
+    health_listen: str | None = None,
 ) -> Path:
-    config = {
+    config: dict[str, Any] = {
         "cohere": {"base_url": base_url, "timeout": 30},
         "poll": {
             "interval": interval,
@@ -256,6 +257,8 @@ def watcher_config(
         "notify": {"urls": list(urls), "timeout": 10},
         "models": list(ids),
     }
+    if health_listen is not None:
+        config["health"] = {"listen": health_listen}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -271,8 +274,11 @@ def seed_state(path: Path, ids: Sequence[str], timeline: list[list[Any]] | None 
     That is a restarted watcher's state: its first polls find nothing new, like every
     later poll. Returns the seconds it took (one transaction per model, as the store does).
     """
+    import anyio
+
     from watcher.lifecycle import Event, observe
-    from watcher.store import Store
+    from watcher.providers.cohere import COHERE_SCHEME
+    from watcher.store.sqlite import SqliteStore
 
     started = time.monotonic()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,13 +287,17 @@ def seed_state(path: Path, ids: Sequence[str], timeline: list[list[Any]] | None 
         for offset, status in (timeline or TRAINING)
     ]
     polled_at = datetime.now(UTC)
-    store = Store.open(path)
-    try:
-        for model_id in ids:
-            state = observe(None, model_id, events, frozenset()).state
-            store.record_observation(state, (), polled_at=polled_at, name=None)
-    finally:
-        store.close()
+
+    async def seed() -> None:
+        store = await SqliteStore.open(path)
+        try:
+            for model_id in ids:
+                state = observe(None, model_id, events, frozenset(), scheme=COHERE_SCHEME).state
+                await store.record_observation(state, (), polled_at=polled_at, name=None)
+        finally:
+            await store.aclose()
+
+    anyio.run(seed)
     return time.monotonic() - started
 
 

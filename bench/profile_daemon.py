@@ -7,7 +7,10 @@ under pyinstrument or py-spy, profiling only a window after a warm-up:
     .venv/bin/python bench/profile_daemon.py --models 1000 --seconds 10 --out /tmp/prof.txt
     .venv/bin/python bench/profile_daemon.py --models 10000 --tool py-spy --out /tmp/prof.svg
     .venv/bin/python bench/profile_daemon.py --models 10000 --tool tracemalloc \
-        --interval 5 --out /tmp/memory.txt
+        --interval 5 --out /tmp/memory.txt --url json://127.0.0.1:9/notify
+    # the paced daemon (1,000 polls/s) under py-spy, raw stacks for bench/collapse
+    .venv/bin/python bench/profile_daemon.py --models 2000 --interval 2 --concurrency 16 \
+        --tool py-spy --seconds 20 --out /tmp/paced.txt
 
 pyinstrument samples the main thread (the event loop); py-spy records the daemon as a
 subprocess (``finetune-watcher run``) and writes a flame graph; tracemalloc snapshots
@@ -84,6 +87,35 @@ def profile_tracemalloc(config: Path, warmup: float, out: Path) -> None:
     out.write_text("\n".join(lines) + "\n")
 
 
+def summarise_collapsed(raw: Path, top: int = 40) -> str:
+    """Self and inclusive shares of the functions in py-spy's collapsed stacks (``raw``).
+
+    Inclusive counts a function once per sample however deep it recurses. py-spy skips
+    idle threads unless given ``--idle``, so the shares are of the time spent on a CPU.
+    """
+    from collections import Counter
+
+    self_counts: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].split("/")[-1] + ")"
+                  for f in stack.split(";")]  # fmt: skip
+        total += n
+        self_counts[frames[-1]] += n
+        for frame in set(frames):
+            incl[frame] += n
+    lines = [f"{total} samples", "", "self:"]
+    lines += [f"{c / total:6.1%} {name}" for name, c in self_counts.most_common(top)]
+    lines += ["", "inclusive:"]
+    lines += [f"{c / total:6.1%} {name}" for name, c in incl.most_common(top * 2)]
+    return "\n".join(lines) + "\n"
+
+
 def profile_py_spy(config: Path, workdir: Path, warmup: float, seconds: float, out: Path) -> None:
     child = harness.run_watcher(config, workdir / "watcher.log")
     try:
@@ -94,6 +126,10 @@ def profile_py_spy(config: Path, workdir: Path, warmup: float, seconds: float, o
              "-d", str(int(seconds)), "-r", "250", "-f", fmt, "-o", str(out), "--nonblocking"],
             check=True,
         )  # fmt: skip
+        if fmt == "raw":
+            summary = out.with_suffix(".summary.txt")
+            summary.write_text(summarise_collapsed(out))
+            print(f"summary in {summary}")
     finally:
         child.stop()
 
@@ -106,6 +142,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fresh", action="store_true", help="no seeded state: profile round one")
+    parser.add_argument("--url", action="append", default=[],
+                        help="a notification target (repeatable; made-up ones are fine: "
+                             "nothing changes, so nothing is sent)")  # fmt: skip
     parser.add_argument(
         "--tool", choices=("pyinstrument", "py-spy", "tracemalloc"), default="pyinstrument"
     )
@@ -120,7 +159,7 @@ def main() -> int:
                 harness.seed_state(state, ids)
             config = harness.watcher_config(
                 workdir / "watcher.yaml", base_url=sim.base_url, ids=ids, state=state,
-                interval=args.interval, concurrency=args.concurrency,
+                interval=args.interval, concurrency=args.concurrency, urls=args.url,
             )  # fmt: skip
             before = sim.events_polls()
             if args.tool == "pyinstrument":

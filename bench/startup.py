@@ -4,12 +4,16 @@
   default ``poll.interval`` (60 s); the time is from the spawn to the simulator's first
   counted request (its stats are read every 5 ms). The daemon's own log line "watcher
   starting" splits it into "imports + configuration" and "until the first poll".
-* **check-config**: wall time of ``finetune-watcher check-config`` on a one-model
-  configuration with one ``json://`` URL (apprise validates it).
+* **commands**: wall time of ``finetune-watcher check-config`` on a one-model
+  configuration with no target, one ``json://`` target, and four targets of different
+  kinds (``json://``, ``mailto://``, ``slack://``, ``ntfys://``: apprise validates each);
+  ``status`` on a seeded one-model state; ``healthcheck --url`` against a running daemon
+  (health.listen set). Medians of ``reps`` (5, also with ``--quick``).
 * **round one**: from the spawn until every one of N models was polled once, fresh
   state, no budget cap (``--round-one-cap`` bounds the wait; an unfinished round is
   reported with how far it got).
-* **imports**: ``python -X importtime`` of the two commands, the largest top-level packages.
+* **imports**: ``python -X importtime`` of each command (``run``: what it imports before it
+  polls), the largest top-level packages.
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 
 HOOK = "json://127.0.0.1:9/notify"
+#: Four targets of different kinds (made-up credentials; nothing is sent by check-config).
+FOUR_TARGETS = [
+    HOOK,
+    "mailto://user:password@example.com?to=ops@example.com",
+    "slack://T1JJ3T3L2/A1BRTD4JD/TWNG1Y2L6WR1GNUUHJ2DPQ9N/#general",
+    "ntfys://ntfy.example.com/finetunes",
+]
 
 
 def _first_request(sim: harness.Simulator, config: Path, workdir: Path, tag: str) -> dict[str, Any]:
@@ -77,24 +88,88 @@ def first_request(workdir: Path, counts: list[int], reps: int, log: Any) -> list
     return rows
 
 
-def check_config(workdir: Path, reps: int, log: Any) -> dict[str, Any]:
-    config = harness.watcher_config(
-        workdir / "check" / "watcher.yaml", base_url="http://127.0.0.1:9",
-        ids=["bench-00000"], state=workdir / "check" / "watcher.db", interval=60.0, urls=[HOOK],
-    )  # fmt: skip
+def _timed(argv: list[str], reps: int, what: str) -> list[float]:
     times = []
     for _ in range(reps):
         started = time.monotonic()
-        done = subprocess.run(
-            [*harness.WATCHER, "check-config", "-c", str(config)], capture_output=True,
-            cwd=harness.ROOT, env=_env(), timeout=60, check=False,
-        )  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, cwd=harness.ROOT, env=_env(),
+                              timeout=60, check=False)  # fmt: skip
         times.append(time.monotonic() - started)
         if done.returncode != 0:
-            raise RuntimeError(f"check-config failed: {done.stderr.decode()[-500:]}")
-    result = {"median": harness.median(times), "runs": times}
-    log(f"startup: check-config {result['median']:.2f}s (median of {reps})")
+            raise RuntimeError(f"{what} failed ({done.returncode}): "
+                               f"{(done.stdout + done.stderr).decode()[-500:]}")  # fmt: skip
+    return times
+
+
+def _check_configs(workdir: Path) -> dict[str, Path]:
+    configs = {}
+    for tag, urls in (("no target", []), ("1 json:// target", [HOOK]),
+                      ("4 targets (json, mailto, slack, ntfys)", FOUR_TARGETS)):  # fmt: skip
+        slug = str(len(urls))
+        configs[tag] = harness.watcher_config(
+            workdir / f"check-{slug}" / "watcher.yaml", base_url="http://127.0.0.1:9",
+            ids=["bench-00000"], state=workdir / f"check-{slug}" / "watcher.db", interval=60.0,
+            urls=urls,
+        )  # fmt: skip
+    return configs
+
+
+def check_config(workdir: Path, reps: int, log: Any) -> dict[str, Any]:
+    """``check-config`` with 0, 1 and 4 targets; the 1-target figure is the old one."""
+    rows = {}
+    for tag, config in _check_configs(workdir).items():
+        times = _timed([*harness.WATCHER, "check-config", "-c", str(config)], reps,
+                       "check-config")  # fmt: skip
+        rows[tag] = {"median": harness.median(times), "runs": times}
+        log(f"startup: check-config, {tag}: {rows[tag]['median']:.2f}s (median of {reps})")
+    one = rows["1 json:// target"]
+    return {"median": one["median"], "runs": one["runs"], "variants": rows}
+
+
+def status_and_healthcheck(workdir: Path, reps: int, log: Any) -> dict[str, Any]:
+    """``status`` on a seeded one-model state; ``healthcheck`` against a running daemon."""
+    ids = ["bench-00000"]
+    result: dict[str, Any] = {}
+    with harness.running_simulator(harness.scenario(1), workdir, "sim-commands") as sim:
+        state = workdir / "commands" / "watcher.db"
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            (state.parent / (state.name + suffix)).unlink(missing_ok=True)
+        harness.seed_state(state, ids)
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind((harness.LOOPBACK, 0))
+            port = probe.getsockname()[1]
+        config = harness.watcher_config(
+            workdir / "commands" / "watcher.yaml", base_url=sim.base_url, ids=ids, state=state,
+            interval=60.0, urls=[HOOK], health_listen=f"{harness.LOOPBACK}:{port}",
+        )  # fmt: skip
+        times = _timed([*harness.WATCHER, "status", "-c", str(config)], reps, "status")
+        result["status"] = {"median": harness.median(times), "runs": times}
+        log(f"startup: status {result['status']['median']:.2f}s (median of {reps})")
+        child = harness.run_watcher(config, workdir / "commands" / "daemon.log")
+        try:
+            url = f"http://{harness.LOOPBACK}:{port}/healthz"
+            harness.wait_for(lambda: _answers(url), 30, "the health server")
+            times = _timed([*harness.WATCHER, "healthcheck", "--url", url], reps, "healthcheck")
+        finally:
+            child.stop()
+        result["healthcheck"] = {"median": harness.median(times), "runs": times}
+        log(f"startup: healthcheck {result['healthcheck']['median']:.2f}s (median of {reps})")
+    result["config"] = str(config)
+    result["health_url"] = url
     return result
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 (loopback)
+            return bool(answer.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
 
 
 def _env() -> dict[str, str]:
@@ -105,17 +180,26 @@ def _env() -> dict[str, str]:
     return env
 
 
-def import_times(workdir: Path, log: Any) -> dict[str, Any]:
+def import_times(workdir: Path, log: Any, commands: dict[str, Any] | None = None) -> dict[str, Any]:
     """Cumulative import time of the top-level packages, per command (``-X importtime``)."""
-    config = workdir / "check" / "watcher.yaml"
+    check4 = _check_configs(workdir)["4 targets (json, mailto, slack, ntfys)"]
+    argvs: dict[str, list[str]] = {
+        "check-config": [harness.PYTHON, "-X", "importtime", "-m", "watcher", "check-config",
+                         "-c", str(workdir / "check-1" / "watcher.yaml")],
+        "check-config (4 targets)": [harness.PYTHON, "-X", "importtime", "-m", "watcher",
+                                     "check-config", "-c", str(check4)],
+        # what ``run`` imports before it polls (the daemon module and its friends)
+        "run-imports": [harness.PYTHON, "-X", "importtime", "-c",
+                        "import watcher.cli, watcher.settings, watcher.daemon"],
+    }  # fmt: skip
+    if commands:
+        argvs["status"] = [harness.PYTHON, "-X", "importtime", "-m", "watcher", "status",
+                           "-c", commands["config"]]  # fmt: skip
+        # the daemon is gone by now: the probe fails fast, its imports are the same
+        argvs["healthcheck"] = [harness.PYTHON, "-X", "importtime", "-m", "watcher",
+                                "healthcheck", "--url", commands["health_url"]]  # fmt: skip
     result: dict[str, Any] = {}
-    for command in ("check-config", "run-imports"):
-        if command == "check-config":
-            argv = [harness.PYTHON, "-X", "importtime", "-m", "watcher", "check-config",
-                    "-c", str(config)]  # fmt: skip
-        else:  # what ``run`` imports before it polls (the daemon module and its friends)
-            argv = [harness.PYTHON, "-X", "importtime", "-c",
-                    "import watcher.cli, watcher.settings, watcher.daemon"]  # fmt: skip
+    for command, argv in argvs.items():
         done = subprocess.run(argv, capture_output=True, cwd=harness.ROOT, env=_env(),
                               timeout=60, check=False)  # fmt: skip
         tops: dict[str, float] = {}
@@ -174,10 +258,13 @@ def round_one(workdir: Path, counts: list[int], cap: float, log: Any) -> list[di
 
 def run(workdir: Path, *, quick: bool = False, log: Any = print) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
+    reps = 5  # medians of 5 even with --quick (issue 15, goal 2)
+    commands = status_and_healthcheck(workdir, reps, log)
     return {
-        "first_request": first_request(workdir, [1, 10000], 3 if quick else 5, log),
-        "check_config": check_config(workdir, 3 if quick else 5, log),
-        "imports": import_times(workdir, log),
+        "first_request": first_request(workdir, [1, 10000], reps, log),
+        "check_config": check_config(workdir, reps, log),
+        "commands": commands,
+        "imports": import_times(workdir, log, commands),
         "round_one": round_one(workdir, [100, 1000, 10000], 20.0 if quick else 40.0, log),
     }
 
