@@ -351,6 +351,10 @@ RESTART_ONLY = {
     "state.password_file",
     "state.lease_ttl",
     "health.listen",
+    "web.token_file",
+    "web.public",
+    "web.max_streams",
+    "openai.webhook_secret_file",
     *(f"{section}.{key}" for section in PROVIDER_SECTIONS for key in ("api_key", "api_key_file")),
 }
 LIVE = {
@@ -360,6 +364,8 @@ LIVE = {
     "poll.max_requests_per_minute",
     "poll.backoff_cap",
     *(f"notify.{k}" for k in ("urls", "on", "ops_urls", "give_up_after", "unreachable_after")),
+    "notify.webhooks",
+    "notify.routes",
     *(f"notify.{k}" for k in ("timeout", "dashboard_url", "title", "body", "templates")),
     "notify.format",
     "notify.stuck_after",

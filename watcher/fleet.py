@@ -1,24 +1,63 @@
 """The watched models: which ones, by key, and where their notifications go.
 
-``Fleet`` applies the configuration (``models``, their targets, ``notify.urls`` and
-``notify.ops_urls``), restores discovered models across restarts, adopts newly
-discovered ones, and says what a reload adds and removes. It does no I/O: states come
-in as arguments, and scheduling is ``watcher.schedule``'s job.
+``Fleet`` applies the configuration (``models``, their targets, ``notify.urls``,
+``notify.webhooks``, ``notify.routes`` and ``notify.ops_urls``), restores discovered
+models across restarts, adopts newly discovered ones, and says what a reload adds and
+removes. It does no I/O: states come in as arguments, and scheduling is
+``watcher.schedule``'s job.
+
+Where a notice goes (``targets_for``), by the current configuration: the union of
+``notify.urls`` / ``notify.webhooks`` and the model's ``urls`` / ``webhooks`` (when
+``notify.on`` names its status) and the targets of every global route and every route
+of the model whose ``on`` names it; one send per target (``unique_targets``). Which
+statuses are announced at all (``notify_on_for``) is the union of those ``on`` lists.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
 
 from watcher.lifecycle import ModelKey, ModelState
-from watcher.notify import Target, make_targets, unique_targets
+from watcher.notify import Target, make_targets, make_webhook_target, unique_targets
+from watcher.providers import scheme_for
 from watcher.providers.base import JobDetails
-from watcher.settings import DiscoverSettings, NotifySettings, Settings
+from watcher.settings import (
+    DiscoverSettings,
+    ModelSettings,
+    NotifySettings,
+    RouteSettings,
+    Settings,
+)
 from watcher.store.base import ModelRecord, OutboxItem
 
-__all__ = ["Fleet", "WatchedModel", "discovery_matches"]
+if TYPE_CHECKING:
+    from watcher.views import Stage
+
+__all__ = ["Fleet", "Route", "WatchedModel", "discovery_matches", "make_routes"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Notices whose status ``on`` names (statuses and common words) go to ``targets``."""
+
+    on: frozenset[str]
+    targets: tuple[Target, ...]
+
+
+def _targets(urls: Iterable[SecretStr], webhooks: Iterable[SecretStr]) -> tuple[Target, ...]:
+    """Apprise targets of ``urls`` and JSON-document targets of ``webhooks``, de-duplicated."""
+    hooks = (make_webhook_target(u.get_secret_value()) for u in webhooks)
+    return unique_targets((*make_targets(u.get_secret_value() for u in urls), *hooks))
+
+
+def make_routes(routes: Iterable[RouteSettings]) -> tuple[Route, ...]:
+    """The configured ``routes`` (of ``notify`` or a model) with their targets."""
+    return tuple(Route(frozenset(r.on), _targets(r.urls, r.webhooks)) for r in routes)
 
 
 @dataclass(slots=True)
@@ -27,11 +66,12 @@ class WatchedModel:
 
     key: ModelKey
     name: str | None  # configured; else the provider's name (``details``) is shown
-    targets: tuple[Target, ...]  # its own, besides ``notify.urls``
+    targets: tuple[Target, ...]  # its own apprise URLs, besides ``notify.urls``
     state: ModelState | None
     discovered: bool = False
     failures: int = 0  # consecutive failed polls
     token: int = 0  # bumped on every reschedule; stale heap entries are skipped
+    due: float = 0.0  # monotonic time of its live schedule entry (``Schedule.at``)
     not_found_reported: bool = False
     details: JobDetails | None = None  # fetched on first sight / on a notice
     metrics: dict[str, float] | None = None  # final training metrics, fetched on READY
@@ -41,10 +81,26 @@ class WatchedModel:
     slow: bool = False
     in_flight: bool = False
     in_slow_lane: bool = False  # taken as a slow model (counted in the lane until released)
+    poll_again: bool = False  # asked to poll while in flight: polled once more right after
+    # The last statuses of its history (``views.stages``; the status page's timeline).
+    stages: tuple[Stage, ...] = ()
     # Its provider's key, as this model's polls saw it (watcher.policy.judge_rejection).
     accepted: bool = False  # its last poll that got an answer was not a 401/403
     rejected_since: float | None = None  # monotonic time of its first rejection in a row
     rejection_reported: bool = False  # "the key works, but not for this job" was sent
+    # Its own JSON-document targets (``webhooks``) and routes, besides the global ones.
+    webhooks: tuple[Target, ...] = ()
+    routes: tuple[Route, ...] = ()
+    # Its details are being fetched for a notice just recorded: delivery waits for them
+    # (a webhook's document carries the error message and fine-tuned model from them).
+    enriching: bool = False
+
+    def configure(self, spec: ModelSettings) -> None:
+        """Take the name and every target of its (reloaded) configuration."""
+        self.name = spec.name
+        self.targets = make_targets(u.get_secret_value() for u in spec.urls)
+        self.webhooks = _targets((), spec.webhooks)
+        self.routes = make_routes(spec.routes)
 
     @property
     def model_id(self) -> str:
@@ -78,6 +134,9 @@ class Fleet:
     def __init__(self) -> None:
         self.models: dict[ModelKey, WatchedModel] = {}
         self.global_targets: tuple[Target, ...] = ()
+        self.global_webhooks: tuple[Target, ...] = ()
+        self.routes: tuple[Route, ...] = ()
+        self.notify_on: frozenset[str] = frozenset()
         self.ops_targets: tuple[Target, ...] = ()
         self._unpolled: set[ModelKey] = set()
 
@@ -98,6 +157,9 @@ class Fleet:
 
     def apply_targets(self, notify: NotifySettings) -> None:
         self.global_targets = make_targets(u.get_secret_value() for u in notify.urls)
+        self.global_webhooks = _targets((), notify.webhooks)
+        self.routes = make_routes(notify.routes)
+        self.notify_on = frozenset(notify.on)
         ops = notify.ops_urls or notify.urls
         self.ops_targets = make_targets(u.get_secret_value() for u in ops)
 
@@ -115,13 +177,10 @@ class Fleet:
         self.apply_targets(settings.notify)
         for spec in settings.models:
             key = ModelKey(spec.provider, spec.id)
-            self.models[key] = WatchedModel(
-                key,
-                spec.name,
-                make_targets(u.get_secret_value() for u in spec.urls),
-                states.get(key),
-                stuck_warnings=stuck.get(key, 0),
-            )
+            model = WatchedModel(key, spec.name, (), states.get(key),
+                                 stuck_warnings=stuck.get(key, 0))  # fmt: skip
+            model.configure(spec)
+            self.models[key] = model
         if settings.discover.enabled:
             for record in records:
                 key = record.key
@@ -171,15 +230,15 @@ class Fleet:
         added: list[WatchedModel] = []
         for spec in settings.models:
             key = ModelKey(spec.provider, spec.id)
-            targets = make_targets(u.get_secret_value() for u in spec.urls)
             existing = self.models.get(key)
             if existing is not None:
-                existing.name, existing.targets = spec.name, targets
+                existing.configure(spec)
                 continue
             model = WatchedModel(
-                key, spec.name, targets, states.get(key),
+                key, spec.name, (), states.get(key),
                 stuck_warnings=(stuck or {}).get(key, 0),
             )  # fmt: skip
+            model.configure(spec)
             self.models[key] = model
             added.append(model)
         return added, removed
@@ -205,10 +264,37 @@ class Fleet:
 
     # --- delivery -----------------------------------------------------------------------
 
+    def notify_on_for(self, model: WatchedModel) -> frozenset[str]:
+        """What is announced for ``model``: ``notify.on`` and every ``on`` of a route
+        that can reach it (the global ones and its own)."""
+        routes = (*self.routes, *model.routes)
+        return self.notify_on.union(*(route.on for route in routes))
+
+    def holds(self, item: OutboxItem) -> bool:
+        """True while ``item``'s model is being enriched (``Delivery`` takes it later)."""
+        model = self.get(item.model)
+        return item.notice is not None and model is not None and model.enriching
+
     def targets_for(self, item: OutboxItem) -> tuple[Target, ...]:
-        """Where an outbox item goes, by the *current* configuration."""
+        """Where an outbox item goes, by the *current* configuration (module docstring).
+
+        The watcher's own reports about a model (stuck, not found) go to the apprise
+        targets of ``notify.urls`` and the model's ``urls``; daemon-wide ones to
+        ``notify.ops_urls``. Neither goes to routes or webhooks.
+        """
         if item.kind == "ops" and item.model is None:
             return self.ops_targets
         model = self.get(item.model)
         own = model.targets if model else ()
-        return unique_targets((*self.global_targets, *own))
+        notice = item.notice
+        if notice is None:
+            return unique_targets((*self.global_targets, *own))
+        scheme = scheme_for(notice.provider)
+        wanted: list[Target] = []
+        if scheme.announces(notice.status, self.notify_on):
+            wanted += [*self.global_targets, *own, *self.global_webhooks]
+            wanted += model.webhooks if model else ()
+        for route in (*self.routes, *(model.routes if model else ())):
+            if scheme.announces(notice.status, route.on):
+                wanted += route.targets
+        return unique_targets(wanted)

@@ -1,8 +1,10 @@
 """Delivery through apprise: targets, and sending one message to many of them at once.
 
 ``Notifier`` sends one ``Message`` to many targets concurrently, each bounded by a
-timeout, one apprise object per target so every result is exact. What to send and
-when is decided elsewhere (``watcher.messages`` renders, ``watcher.outbox`` retries).
+timeout, one apprise object per target so every result is exact. A webhook target
+(``make_webhook_target``) gets the message's JSON document (``watcher.notice_doc``) as
+the body of one aiohttp POST instead. What to send and when is decided elsewhere
+(``watcher.messages`` renders, ``watcher.outbox`` retries).
 
 A target's URL is a secret: only its ``label`` (``redact_url``) and its ``key`` (a
 hash prefix, stored in the database instead of the URL) ever leave this module.

@@ -84,6 +84,7 @@ async def deliver_due(
     clock: Callable[[], datetime] | None = None,
     log: FilteringBoundLogger | None = None,
     before_send: Callable[[], Awaitable[None]] | None = None,
+    hold: Callable[[OutboxItem], bool] | None = None,
 ) -> DeliveryRound:
     """Deliver every due outbox item to the targets that do not have it yet.
 
@@ -107,6 +108,9 @@ async def deliver_due(
     ``before_send`` is awaited before each send (the lease's window,
     ``watcher.leadership.send_window``): it waits until a send cannot outlive this
     replica's lease, and raises (ending the round) when the lease is gone.
+
+    An item ``hold`` is true for (its model's details are being fetched) is left for a
+    later pass, without counting an attempt.
     """
     log = log if log is not None else structlog.get_logger()
     retry = _Retrier(store, now, clock, give_up_after, retry_first, retry_cap, rand, log)
@@ -114,6 +118,8 @@ async def deliver_due(
     plans: list[_Plan] = []
 
     for item in await store.due_notifications(now, limit=DELIVERY_BATCH):
+        if hold is not None and hold(item):
+            continue
         context = _item_context(item)
         try:
             wanted = unique_targets(targets_for(item))
@@ -366,8 +372,10 @@ class Delivery:
         progress: Progress,
         now: Callable[[], datetime],
         rand: Callable[[], float],
+        hold: Callable[[OutboxItem], bool] | None = None,
     ) -> None:
         self.notify = notify
+        self._hold = hold
         self._store = store
         self._notifier = notifier
         self._targets_for = targets_for
@@ -397,6 +405,7 @@ class Delivery:
             created_at=self._now(),
             **about,
         )
+        self._progress.bump()  # one more pending: the status page shows it
         self.wake()
 
     async def deliver_once(self) -> DeliveryRound:
@@ -413,6 +422,7 @@ class Delivery:
                 rand=self._rand,
                 clock=self._now,
                 before_send=self.before_send,
+                hold=self._hold,
             )
         finally:
             self._delivering = False
@@ -424,9 +434,9 @@ class Delivery:
         if result.given_up_models:
             # Only model notifications: reporting our own given-up reports would loop.
             await self.enqueue(given_up_message(result.given_up_models, self.notify.give_up_after))
-        if result.delivered or result.given_up:
+        if result.delivered or result.given_up or result.failed:
             self._progress.delivered += result.delivered
-            self._progress.bump()
+            self._progress.bump()  # pending counts or attempts changed: the page follows
         return result
 
     async def wait_idle(self) -> None:

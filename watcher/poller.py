@@ -51,6 +51,7 @@ from watcher.policy import (
     judge_success,
 )
 from watcher.schedule import slow_after
+from watcher.views import stages
 
 if TYPE_CHECKING:
     from watcher.clients import ProviderClient, ProviderClients
@@ -69,6 +70,8 @@ log = structlog.get_logger("watcher.poller")
 
 #: Longest wait for enrichment (model details, metrics) before a notice goes out without it.
 ENRICH_TIMEOUT = 5.0
+#: How many of a model's last statuses it keeps for the status page's timeline.
+STAGES_KEPT = 50
 
 
 @dataclass(slots=True)
@@ -127,7 +130,10 @@ class Poller:
         self._polls_changed = metrics.polls.labels("changed")
 
     def health_of(self, provider: str) -> ProviderHealth:
-        return self.health.setdefault(provider, ProviderHealth())
+        health = self.health.get(provider)  # built only the first time (once per provider)
+        if health is None:
+            health = self.health[provider] = ProviderHealth()
+        return health
 
     async def poll(self, model: WatchedModel) -> bool:
         """Poll one model, record the outcome and schedule its next poll. True on success."""
@@ -154,7 +160,8 @@ class Poller:
         else:
             error = None
         finally:
-            took = anyio.current_time() - started
+            finished = anyio.current_time()  # the poll's one other clock read (P13)
+            took = finished - started
             self._metrics.poll_latency.observe(took)
             self._metrics.api_requests.inc()
             # A hang, a timeout or a very slow answer: the slow lane until a quick one.
@@ -168,10 +175,10 @@ class Poller:
         if history.unchanged:
             self._polled[model.key] = polled_at
             self._polls_ok.inc()
-            await self._after_success(model, client, polled_at)
+            await self._after_success(model, client, polled_at, finished)
             return True
         bound = _bound(model)
-        notify_on = frozenset(self.settings.notify.on)
+        notify_on = self._fleet.notify_on_for(model)  # notify.on and the routes' on
         observation = observe(
             model.state, model.key.id, history.events, notify_on, scheme=provider.scheme,
             now=polled_at,
@@ -181,6 +188,9 @@ class Poller:
         if observation.quarantined:
             bound.warning("ignored events dated in the future", events=observation.quarantined,
                           polled_at=polled_at.isoformat())  # fmt: skip
+        if observation.changed or not model.stages:
+            # The status page's timeline (the newest stages; a long history is trimmed).
+            model.stages = tuple(stages(history.events, scheme=provider.scheme)[-STAGES_KEPT:])
         if observation.changed:
             first_sight = model.state is None
             previous = model.state.status if model.state else None
@@ -192,6 +202,7 @@ class Poller:
                 discovered=model.discovered,
             )
             model.state = observation.state
+            self._progress.bump()  # recorded: the status page shows it within a second
             if observation.state.status != previous:
                 model.stuck_warnings = 0  # the store reset its count in the same write
                 bound.info(
@@ -201,8 +212,13 @@ class Poller:
                     notices=len(observation.notices),
                 )
             if observation.notices or (first_sight and model.display_name is None):
-                # Recorded first (crash-safe), enriched second, delivered third.
-                await self._enrich(model, client, bound, polled_at)
+                # Recorded first (crash-safe), enriched second, delivered third: a
+                # delivery pass another model started meanwhile leaves its notices alone.
+                model.enriching = bool(observation.notices)
+                try:
+                    await self._enrich(model, client, bound, polled_at)
+                finally:
+                    model.enriching = False
             if observation.notices:
                 self._delivery.wake()
             self._polls_changed.inc()
@@ -211,7 +227,7 @@ class Poller:
             self._polls_ok.inc()
         # Only once the observation is recorded may an identical answer be skipped.
         model.digest = history.digest
-        await self._after_success(model, client, polled_at)
+        await self._after_success(model, client, polled_at, finished)
         return True
 
     async def _enrich(
@@ -235,16 +251,19 @@ class Poller:
                 model.state, (), polled_at=polled_at, name=model.display_name,
                 discovered=model.discovered,
             )  # fmt: skip
+            self._progress.bump()
 
     async def _after_success(
-        self, model: WatchedModel, client: ProviderClient, polled_at: datetime
+        self, model: WatchedModel, client: ProviderClient, polled_at: datetime, now: float
     ) -> None:
-        await self._note_success(model, client)
+        """``now``: the monotonic time the answer came (read once per poll)."""
+        await self._note_success(model, client, now)
         await self._warn_if_stuck(model, client.provider, polled_at)
         poll = self.settings.poll
         settled = client.provider.scheme.is_settled(model.status)
         delay = poll_interval(settled, poll.interval, poll.settled_interval)
-        self._schedule.after(model, jittered(delay, poll.jitter, self._rand()))
+        # From the due time, not the end of the poll (docs/benchmarks.md, P12).
+        self._schedule.after_due(model, jittered(delay, poll.jitter, self._rand()), now)
 
     async def _warn_if_stuck(self, model: WatchedModel, provider: Provider, now: datetime) -> None:
         stuck_after = self.settings.notify.stuck_after
@@ -275,13 +294,13 @@ class Poller:
             notify_type=message.notify_type,
             created_at=now,
         )
+        self._progress.bump()
         log.warning("model looks stuck", model_id=model.key.id, status=state.status,
                     stuck_for=format_duration((now - state.status_since).total_seconds()),
                     warning=due)  # fmt: skip
         self._delivery.wake()
 
-    async def _note_success(self, model: WatchedModel, client: ProviderClient) -> None:
-        now = anyio.current_time()
+    async def _note_success(self, model: WatchedModel, client: ProviderClient, now: float) -> None:
         if model.failures:
             _bound(model).info("polling recovered", after_failures=model.failures)
         model.failures = 0
@@ -359,6 +378,7 @@ class Poller:
         await self._store.record_poll_failure(
             model.key, polled_at=self._now(), error=reason, failures=model.failures
         )
+        self._progress.bump()  # last error and failures: the status page shows them
         # A round is "every model attempted": one failing model must not hold readiness.
         self._mark_polled(model)
         self._schedule.after(model, decision.delay)

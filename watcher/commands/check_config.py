@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from watcher.commands.base import (
     CONFIG_HELP,
@@ -12,6 +13,9 @@ from watcher.commands.base import (
     load_configuration,
 )
 from watcher.errors import EX_OK
+
+if TYPE_CHECKING:
+    from watcher.settings import Settings
 
 __all__ = ["CONFIG_HELP", "add_parser", "check_config"]
 
@@ -38,7 +42,23 @@ def check_config(args: argparse.Namespace) -> int:
     settings, api_keys = load_configuration(path)
     for warning in key_file_warnings(settings):
         print(f"{path}: warning: {warning}", file=sys.stderr)
+    web_lines = _web_lines(settings)  # a bad token or webhook secret file: ConfigError
     print(f"{path}: OK")
-    for line in summary_lines(settings, api_keys):
+    for line in [*summary_lines(settings, api_keys), *web_lines]:
         print(f"  {line}")
     return EX_OK
+
+
+def _web_lines(settings: Settings) -> list[str]:
+    """Who may read the status page (as the daemon logs it at start), and webhooks in."""
+    from watcher.settings import resolve_web_token, resolve_webhook_secret
+    from watcher.web.auth import access_rule, describe_access
+
+    token = resolve_web_token(settings)
+    secret = resolve_webhook_secret(settings)
+    if settings.health.host is None:
+        return ["status page: off (health.listen is unset)"]
+    access = access_rule(settings.health.host, public=settings.web.public,
+                         has_token=token is not None)  # fmt: skip
+    hooks = "verified with the signing secret" if secret else "off (no signing secret)"
+    return [f"status page: {describe_access(access)}", f"webhooks (POST /webhooks/openai): {hooks}"]
