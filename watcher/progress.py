@@ -30,6 +30,8 @@ class Progress:
     changed: anyio.Event = field(default_factory=anyio.Event)
 
     def bump(self) -> None:
-        """Wake whoever waits on a change (the demo, tests)."""
+        """Wake whoever waits on a change (the status page's streams, the demo, tests).
+
+        Called after every write that changes what ``status`` shows; O(1)."""
         self.changed.set()
         self.changed = anyio.Event()

@@ -18,16 +18,16 @@ import anyio
 from watcher.health import liveness, readiness
 from watcher.lifecycle import ModelKey
 from watcher.providers import PROVIDERS, scheme_for
+from watcher.redact import SECRETS
+from watcher.settings import Settings, resolve_web_token, resolve_webhook_secret
 from watcher.views import iso, status_document, status_rows
+from watcher.web.options import WebOptions
 from watcher.web.source import DaemonFacts, SourceUnavailable
 
 if TYPE_CHECKING:
     from watcher.daemon import Watcher
 
-__all__ = ["IN_FLIGHT_WAIT", "STARTING", "WatcherSource"]
-
-#: How long a webhook's hint waits for a poll already in flight (seconds).
-IN_FLIGHT_WAIT = 10.0
+__all__ = ["STARTING", "WatcherSource", "web_options"]
 
 
 def _utc_now() -> datetime:
@@ -107,7 +107,7 @@ class WatcherSource:
     def _timeline(self, key: ModelKey, model: Mapping[str, Any]) -> list[dict[str, Any]]:
         phases = self.status_phases().get(key.provider, {})
         watched = self._watcher.models.get(key)
-        stages = getattr(watched, "stages", None)  # kept by the poller when it decodes a history
+        stages = watched.stages if watched is not None else ()  # kept by the poller
         if stages:
             return [
                 {
@@ -145,22 +145,8 @@ class WatcherSource:
         watcher = self._current
         if watcher is None:
             return False
-        key = ModelKey(provider, model_id)
-        poll_soon = getattr(watcher, "poll_soon", None)
-        if poll_soon is not None:  # the daemon's own (it knows what is in flight)
-            return bool(poll_soon(key))
-        model = watcher.models.get(key)
-        if model is None:
-            return False
-        # A model in flight is rescheduled by its poll when it ends, which would drop an
-        # earlier plan: wait for that (briefly), then plan the extra poll.
-        with anyio.move_on_after(IN_FLIGHT_WAIT):
-            while getattr(model, "in_flight", False):  # noqa: ASYNC110 -- no end-of-flight event
-                await anyio.sleep(0.02)
-        if watcher.models.get(key) is not model:
-            return False  # removed by a reload meanwhile
-        watcher.schedule.after(model, 0.0)
-        return True
+        # Scheduled now; a model in flight is polled once more right after (Schedule.soon).
+        return watcher.poll_soon(ModelKey(provider, model_id))
 
     async def daemon_facts(self) -> DaemonFacts:
         watcher = self._current
@@ -188,3 +174,20 @@ class WatcherSource:
             role=watcher.role if watcher.leading.replicated else None,
             leader=watcher.leading.leader,
         )
+
+
+def web_options(settings: Settings, environ: Mapping[str, str] | None = None) -> WebOptions:
+    """The web layer's options from the settings, secrets read (and registered for
+    scrubbing). Raises ``ConfigError`` for an unreadable or bad token or webhook secret."""
+    token = resolve_web_token(settings)
+    secret = resolve_webhook_secret(settings, environ)
+    for value in (token, secret):
+        if value is not None:
+            SECRETS.add(value.get_secret_value())
+    return WebOptions(
+        listen_host=settings.health.host or "",
+        public=settings.web.public,
+        token=token.get_secret_value() if token else None,
+        webhook_secret=secret.get_secret_value() if secret else None,
+        max_streams=settings.web.max_streams,
+    )

@@ -201,7 +201,7 @@ def _api_access(
         configured = [m.provider for m in settings.models if m.id == model_id]
         provider = configured[0] if configured else DEFAULT_PROVIDER
     api_key = resolve_api_key(settings, environ, provider=provider)
-    register_secrets(settings, {provider: api_key})
+    register_secrets(settings, {provider: api_key}, environ)
     return _ApiAccess(provider, settings.provider_section(provider), api_key)
 
 
