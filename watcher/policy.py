@@ -202,6 +202,10 @@ class KeyEvidence:
     successes: int = 0  # successful polls in a row, since the last rejection
 
 
+#: Evidence of a key with nothing against it (what every success of a working key leaves).
+_CLEAN = KeyEvidence()
+
+
 def judge_rejection(
     evidence: KeyEvidence, *, was_accepted: bool, accepted_elsewhere: bool, accepted_since: bool
 ) -> tuple[KeyEvidence, AuthVerdict | None]:
@@ -239,5 +243,5 @@ def judge_success(evidence: KeyEvidence) -> tuple[KeyEvidence, AuthVerdict | Non
     if evidence.failing and successes >= AUTH_RECOVERED_AFTER:
         return KeyEvidence(), AuthVerdict.KEY_RECOVERED
     if not evidence.failing:
-        return KeyEvidence(), None
+        return _CLEAN, None  # frozen: one shared instance, nothing built per poll
     return KeyEvidence(failing=True, successes=successes), None

@@ -11,10 +11,11 @@ model in flight is dropped: its poll reschedules it). A model whose last request
 longer than ``slow_after(timeout)`` (a timeout, a hang, an answer that takes most of the
 timeout) is *slow*; it waits in a heap of its own, and at most ``slow_lane_size(
 poll.concurrency)`` workers poll slow models at once (a quarter, at least one), so the
-others keep polling the healthy models at their interval. Backoff is counted from the
-failure (the poller reschedules when the poll ends). The first round cannot know which
-models are slow: when more models hang than there are workers, healthy models listed
-after them wait one request timeout, once.
+others keep polling the healthy models at their interval. After a success the next poll
+is planned from the poll's due time (``after_due``: a late poll is made up, not lost);
+backoff is counted from the failure (the poller reschedules when the poll ends). The
+first round cannot know which models are slow: when more models hang than there are
+workers, healthy models listed after them wait one request timeout, once.
 
 Which due model a free worker takes, and when, is a ``PickPolicy`` (the seam for
 scheduling experiments, see bench/proposals.py):
@@ -112,6 +113,7 @@ class Schedule:
         """Poll ``model`` at monotonic time ``due`` (replacing any earlier plan); a slow
         model waits in the slow lane."""
         model.token = next(self._seq)  # unique across models, so a stale entry never revives
+        model.due = due  # the live entry's time: a poll taken from it is planned from it
         heap = self._slow_heap if model.slow else self._heap
         heapq.heappush(heap, (due, next(self._seq), model.key, model.token))
         if heap[0][3] == model.token:
@@ -119,6 +121,20 @@ class Schedule:
 
     def after(self, model: WatchedModel, delay: float) -> None:
         self.at(model, anyio.current_time() + delay)
+
+    def after_due(self, model: WatchedModel, delay: float, now: float | None = None) -> None:
+        """Poll ``model`` ``delay`` after the due time of its last poll (``model.due``),
+        or now if that has passed: the rate asked is the rate achieved, and a late
+        process makes up a missed poll at once (one, never a burst). A model polled
+        without being taken from the schedule (``once``, a direct poll) plans from now.
+        ``now``: the caller's recent clock reading, if it has one (a time already past
+        only means "due at once")."""
+        if model.in_flight:
+            if now is None or model.due + delay < now:
+                now = anyio.current_time()
+            self.at(model, max(model.due + delay, now))
+        else:
+            self.at(model, anyio.current_time() + delay)
 
     def first_round(self, models: Iterable[WatchedModel], interval: float) -> None:
         """Spread the first round evenly over a fraction of the interval (no thundering
@@ -132,6 +148,14 @@ class Schedule:
 
     def wake(self) -> None:
         self._wakeup.set()
+
+    def soon(self, model: WatchedModel) -> None:
+        """Poll ``model`` now (a webhook's hint). A model in flight is polled once more
+        right after its poll ends (``release``), never twice at once."""
+        if model.in_flight:
+            model.poll_again = True
+        else:
+            self.at(model, anyio.current_time())
 
     def take(self, model: WatchedModel) -> None:
         """Claim ``model`` (returned by ``next_due(take=False)``): its entries go stale and
@@ -151,6 +175,10 @@ class Schedule:
             model.in_slow_lane = False
             self._slow_in_flight -= 1
             self.wake()  # the lane has room again
+        if model.poll_again:
+            model.poll_again = False
+            if self._models.get(model.key) is model:  # not removed by a reload meanwhile
+                self.at(model, anyio.current_time())  # replaces the plan its poll made
 
     def _top(self, heap: list[tuple[float, int, ModelKey, int]]) -> WatchedModel | None:
         """The model of ``heap``'s earliest live entry (stale ones are dropped), else None."""

@@ -115,6 +115,8 @@ MAX_HISTORY_BYTES = 16 * 1024 * 1024
 #: A page larger than this is decoded and parsed in a worker thread.
 OFFLOAD_BYTES = 256 * 1024
 DASHBOARD_URL = "https://dashboard.cohere.com/fine-tuning/{id}"
+#: Jobs whose events URLs a client keeps built (more than any fleet; then it starts over).
+EVENTS_URLS_KEPT = 65_536
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
@@ -192,6 +194,9 @@ class CohereProvider:
         self._max_pages = max_pages
         self._max_events = max_events
         self._max_bytes = max_bytes
+        # job id -> (what, events URL without query, first page's URL): quoted once per
+        # model, not on every poll (docs/benchmarks.md, P19); cleared past EVENTS_URLS_KEPT.
+        self._events_urls: dict[str, tuple[str, str, str]] = {}
 
     @staticmethod
     def session_headers(section: CohereSection, api_key: str) -> dict[str, str]:
@@ -222,9 +227,15 @@ class CohereProvider:
         With ``unless_digest`` (the ``digest`` of an earlier answer), a one-page answer
         whose body has that digest is not decoded: the result says ``unchanged``.
         """
-        what = f"events of {job_id}"
-        path = f"/finetuned-models/{_quote(job_id)}/events"
-        raw = await self._get_raw(self._base + path + self._events_query, None, what=what)
+        urls = self._events_urls.get(job_id)
+        if urls is None:
+            events_url = f"{self._base}/finetuned-models/{_quote(job_id)}/events"
+            urls = (f"events of {job_id}", events_url, events_url + self._events_query)
+            if len(self._events_urls) >= EVENTS_URLS_KEPT:
+                self._events_urls.clear()  # models come and go (discovery): stay bounded
+            self._events_urls[job_id] = urls
+        what, events_url, first_url = urls
+        raw = await self._get_raw(first_url, None, what=what)
         digest = self._digest(raw)
         if unless_digest is not None and digest == unless_digest:
             # The same bytes as a one-page answer had: the same events, no next page.
@@ -260,7 +271,7 @@ class CohereProvider:
                 raise _bad(f"{what}: more than {self._max_pages} pages; giving up")
             query = {"order_by": "created_at", "page_size": str(self._page_size),
                      "page_token": token}  # fmt: skip
-            raw = await self._get_raw(self._base + path, query, what=what)
+            raw = await self._get_raw(events_url, query, what=what)
         return History(events, malformed, pages, digest if pages == 1 else None)
 
     async def job_details(self, job_id: str) -> JobDetails:
