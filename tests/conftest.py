@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,3 +156,18 @@ async def daemon(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Every test starts and ends with structlog's defaults.
+
+    ``configure_logging`` binds the stream it is given (for an in-process command, the
+    test's captured stdout); a later test logging through that configuration would
+    write to a closed file. Resetting after each test keeps tests independent of order.
+    """
+    from watcher.logs import reset_logging
+
+    reset_logging()
+    yield
+    reset_logging()
