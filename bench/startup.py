@@ -14,6 +14,20 @@
   reported with how far it got).
 * **imports**: ``python -X importtime`` of each command (``run``: what it imports before it
   polls), the largest top-level packages.
+* **floor**: ``python -c pass`` and ``python -c "import aiohttp, pydantic_settings, structlog,
+  yaml, anyio"`` (the libraries the daemon cannot start without), medians of ``reps``: what
+  part of a start is the interpreter and the fixed choices, what part is ours.
+
+Every command runs in the venv ``--venv`` names, default a plain install (``pip install
+.``, no extras: what the Dockerfile and the systemd unit's venv hold), built by
+``harness.plain_venv`` if missing; the development venv (``--venv .venv``) also has the
+[dev] extras, e.g. ``rich``, which structlog imports when it is there. The code is the
+working tree's either way (``python -m watcher`` from the tree); the output names the
+venv measured.
+
+    .venv/bin/python bench/startup.py --quick                 # the plain install
+    .venv/bin/python bench/startup.py --quick --venv .venv    # the development venv
+    .venv/bin/python bench/startup.py --steps commands floor  # only these steps
 """
 
 from __future__ import annotations
@@ -33,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 
 HOOK = "json://127.0.0.1:9/notify"
+#: The floor: what the daemon cannot start without (the project's fixed choices).
+FLOOR_IMPORTS = "import aiohttp, pydantic_settings, structlog, yaml, anyio"
 #: Four targets of different kinds (made-up credentials; nothing is sent by check-config).
 FOUR_TARGETS = [
     HOOK,
@@ -42,10 +58,12 @@ FOUR_TARGETS = [
 ]
 
 
-def _first_request(sim: harness.Simulator, config: Path, workdir: Path, tag: str) -> dict[str, Any]:
+def _first_request(
+    sim: harness.Simulator, config: Path, workdir: Path, tag: str, python: str
+) -> dict[str, Any]:
     before = int(sim.stats()["requests"])
     wall0 = time.time()
-    child = harness.run_watcher(config, workdir / f"{tag}.log")
+    child = harness.run_watcher(config, workdir / f"{tag}.log", python)
     try:
         waited = harness.wait_for(
             lambda: int(sim.stats()["requests"]) > before, 60, "the first request", every=0.005
@@ -62,7 +80,9 @@ def _first_request(sim: harness.Simulator, config: Path, workdir: Path, tag: str
     return {"to_first_request": first - child.started, "to_log_line": ready}
 
 
-def first_request(workdir: Path, counts: list[int], reps: int, log: Any) -> list[dict[str, Any]]:
+def first_request(
+    workdir: Path, counts: list[int], reps: int, log: Any, python: str = harness.PYTHON
+) -> list[dict[str, Any]]:
     rows = []
     with harness.running_simulator(harness.scenario(max(counts)), workdir, "sim-startup") as sim:
         for n in counts:
@@ -73,7 +93,7 @@ def first_request(workdir: Path, counts: list[int], reps: int, log: Any) -> list
                     workdir / f"first-{n}-{rep}" / "watcher.yaml", base_url=sim.base_url,
                     ids=harness.model_ids(n), state=state, interval=60.0, urls=[HOOK],
                 )  # fmt: skip
-                runs.append(_first_request(sim, config, workdir, f"first-{n}-{rep}"))
+                runs.append(_first_request(sim, config, workdir, f"first-{n}-{rep}", python))
             row = {
                 "models": n,
                 "to_first_request": harness.median([r["to_first_request"] for r in runs]),
@@ -114,11 +134,13 @@ def _check_configs(workdir: Path) -> dict[str, Path]:
     return configs
 
 
-def check_config(workdir: Path, reps: int, log: Any) -> dict[str, Any]:
+def check_config(
+    workdir: Path, reps: int, log: Any, python: str = harness.PYTHON
+) -> dict[str, Any]:
     """``check-config`` with 0, 1 and 4 targets; the 1-target figure is the old one."""
     rows = {}
     for tag, config in _check_configs(workdir).items():
-        times = _timed([*harness.WATCHER, "check-config", "-c", str(config)], reps,
+        times = _timed([python, "-m", "watcher", "check-config", "-c", str(config)], reps,
                        "check-config")  # fmt: skip
         rows[tag] = {"median": harness.median(times), "runs": times}
         log(f"startup: check-config, {tag}: {rows[tag]['median']:.2f}s (median of {reps})")
@@ -126,7 +148,9 @@ def check_config(workdir: Path, reps: int, log: Any) -> dict[str, Any]:
     return {"median": one["median"], "runs": one["runs"], "variants": rows}
 
 
-def status_and_healthcheck(workdir: Path, reps: int, log: Any) -> dict[str, Any]:
+def status_and_healthcheck(
+    workdir: Path, reps: int, log: Any, python: str = harness.PYTHON
+) -> dict[str, Any]:
     """``status`` on a seeded one-model state; ``healthcheck`` against a running daemon."""
     ids = ["bench-00000"]
     result: dict[str, Any] = {}
@@ -144,14 +168,15 @@ def status_and_healthcheck(workdir: Path, reps: int, log: Any) -> dict[str, Any]
             workdir / "commands" / "watcher.yaml", base_url=sim.base_url, ids=ids, state=state,
             interval=60.0, urls=[HOOK], health_listen=f"{harness.LOOPBACK}:{port}",
         )  # fmt: skip
-        times = _timed([*harness.WATCHER, "status", "-c", str(config)], reps, "status")
+        times = _timed([python, "-m", "watcher", "status", "-c", str(config)], reps, "status")
         result["status"] = {"median": harness.median(times), "runs": times}
         log(f"startup: status {result['status']['median']:.2f}s (median of {reps})")
-        child = harness.run_watcher(config, workdir / "commands" / "daemon.log")
+        child = harness.run_watcher(config, workdir / "commands" / "daemon.log", python)
         try:
             url = f"http://{harness.LOOPBACK}:{port}/healthz"
             harness.wait_for(lambda: _answers(url), 30, "the health server")
-            times = _timed([*harness.WATCHER, "healthcheck", "--url", url], reps, "healthcheck")
+            times = _timed([python, "-m", "watcher", "healthcheck", "--url", url], reps,
+                           "healthcheck")  # fmt: skip
         finally:
             child.stop()
         result["healthcheck"] = {"median": harness.median(times), "runs": times}
@@ -180,23 +205,25 @@ def _env() -> dict[str, str]:
     return env
 
 
-def import_times(workdir: Path, log: Any, commands: dict[str, Any] | None = None) -> dict[str, Any]:
+def import_times(
+    workdir: Path, log: Any, commands: dict[str, Any] | None = None, python: str = harness.PYTHON
+) -> dict[str, Any]:
     """Cumulative import time of the top-level packages, per command (``-X importtime``)."""
     check4 = _check_configs(workdir)["4 targets (json, mailto, slack, ntfys)"]
     argvs: dict[str, list[str]] = {
-        "check-config": [harness.PYTHON, "-X", "importtime", "-m", "watcher", "check-config",
+        "check-config": [python, "-X", "importtime", "-m", "watcher", "check-config",
                          "-c", str(workdir / "check-1" / "watcher.yaml")],
-        "check-config (4 targets)": [harness.PYTHON, "-X", "importtime", "-m", "watcher",
+        "check-config (4 targets)": [python, "-X", "importtime", "-m", "watcher",
                                      "check-config", "-c", str(check4)],
         # what ``run`` imports before it polls (the daemon module and its friends)
-        "run-imports": [harness.PYTHON, "-X", "importtime", "-c",
+        "run-imports": [python, "-X", "importtime", "-c",
                         "import watcher.cli, watcher.settings, watcher.daemon"],
     }  # fmt: skip
     if commands:
-        argvs["status"] = [harness.PYTHON, "-X", "importtime", "-m", "watcher", "status",
+        argvs["status"] = [python, "-X", "importtime", "-m", "watcher", "status",
                            "-c", commands["config"]]  # fmt: skip
         # the daemon is gone by now: the probe fails fast, its imports are the same
-        argvs["healthcheck"] = [harness.PYTHON, "-X", "importtime", "-m", "watcher",
+        argvs["healthcheck"] = [python, "-X", "importtime", "-m", "watcher",
                                 "healthcheck", "--url", commands["health_url"]]  # fmt: skip
     result: dict[str, Any] = {}
     for command, argv in argvs.items():
@@ -220,7 +247,19 @@ def import_times(workdir: Path, log: Any, commands: dict[str, Any] | None = None
     return result
 
 
-def round_one(workdir: Path, counts: list[int], cap: float, log: Any) -> list[dict[str, Any]]:
+def floor(reps: int, log: Any, python: str = harness.PYTHON) -> dict[str, Any]:
+    """The interpreter alone, and the libraries the daemon cannot start without."""
+    result: dict[str, Any] = {}
+    for tag, code in (("python -c pass", "pass"), (f"python -c {FLOOR_IMPORTS!r}", FLOOR_IMPORTS)):
+        times = _timed([python, "-c", code], reps, tag)
+        result[tag] = {"median": harness.median(times), "runs": times}
+        log(f"startup: floor, {tag}: {result[tag]['median']:.2f}s (median of {reps})")
+    return result
+
+
+def round_one(
+    workdir: Path, counts: list[int], cap: float, log: Any, python: str = harness.PYTHON
+) -> list[dict[str, Any]]:
     rows = []
     with harness.running_simulator(harness.scenario(max(counts)), workdir, "sim-round") as sim:
         for n in counts:
@@ -230,7 +269,7 @@ def round_one(workdir: Path, counts: list[int], cap: float, log: Any) -> list[di
                 state=workdir / f"round-{n}" / "watcher.db", interval=3600.0,
             )  # fmt: skip
             sim.reset_stats()
-            child = harness.run_watcher(config, workdir / f"round-{n}.log")
+            child = harness.run_watcher(config, workdir / f"round-{n}.log", python)
             polled = 0
             try:
                 deadline = child.started + cap
@@ -256,25 +295,57 @@ def round_one(workdir: Path, counts: list[int], cap: float, log: Any) -> list[di
     return rows
 
 
-def run(workdir: Path, *, quick: bool = False, log: Any = print) -> dict[str, Any]:
+STEPS = ("commands", "first_request", "check_config", "imports", "floor", "round_one")
+
+
+def run(
+    workdir: Path,
+    *,
+    quick: bool = False,
+    log: Any = print,
+    python: str | None = None,
+    steps: tuple[str, ...] = STEPS,
+) -> dict[str, Any]:
+    """``python``: the venv's interpreter the commands run in (default: ``harness.plain_venv``)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    python = python or harness.plain_venv(log=log)
+    venv = harness.venv_label(python)
+    log(f"startup: venv measured: {venv}")
     reps = 5  # medians of 5 even with --quick (issue 15, goal 2)
-    commands = status_and_healthcheck(workdir, reps, log)
-    return {
-        "first_request": first_request(workdir, [1, 10000], reps, log),
-        "check_config": check_config(workdir, reps, log),
-        "commands": commands,
-        "imports": import_times(workdir, log, commands),
-        "round_one": round_one(workdir, [100, 1000, 10000], 20.0 if quick else 40.0, log),
-    }
+    result: dict[str, Any] = {"venv": venv}
+    # A page cache warm for this venv: the first of all runs is not a start users see twice.
+    _timed([python, "-m", "watcher", "--help"], 1, "warm-up")
+    if "commands" in steps or "imports" in steps:
+        result["commands"] = status_and_healthcheck(workdir, reps, log, python)
+    if "first_request" in steps:
+        result["first_request"] = first_request(workdir, [1, 10000], reps, log, python)
+    if "check_config" in steps:
+        result["check_config"] = check_config(workdir, reps, log, python)
+    if "imports" in steps:
+        result["imports"] = import_times(workdir, log, result["commands"], python)
+    if "floor" in steps:
+        result["floor"] = floor(reps, log, python)
+    if "round_one" in steps:
+        result["round_one"] = round_one(
+            workdir, [100, 1000, 10000], 20.0 if quick else 40.0, log, python
+        )
+    return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fw-bench/startup"))
+    parser.add_argument(
+        "--venv", type=Path, default=harness.PLAIN_VENV,
+        help=f"the venv to measure in, built if missing (default {harness.PLAIN_VENV}: a plain "
+        "`pip install .`, no extras, what users run; the development venv: --venv .venv)",
+    )  # fmt: skip
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS),
+                        help="only these steps (default: all)")  # fmt: skip
     args = parser.parse_args()
-    result = run(args.workdir, quick=args.quick)
+    python = harness.plain_venv(args.venv.absolute())
+    result = run(args.workdir, quick=args.quick, python=python, steps=tuple(args.steps))
     print(json.dumps({k: v for k, v in result.items() if k != "imports"}, indent=1, default=str))
     return 0
 

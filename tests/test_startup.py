@@ -8,6 +8,7 @@ fresh interpreter and looks at ``sys.modules`` (issue 15, goal 2).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,12 +29,13 @@ FOUR_TARGETS = [
 ]
 
 
-def _modules_after(code: str) -> list[str]:
+def _modules_after(code: str, env: dict[str, str] | None = None) -> list[str]:
     """``sys.modules`` after running ``code`` in a fresh interpreter."""
     probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
     result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
-    )
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True,
+        env=env,
+    )  # fmt: skip
     loaded: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
     return loaded
 
@@ -49,6 +51,50 @@ def test_building_the_parser_imports_no_heavy_module() -> None:
     assert "importlib.metadata" not in loaded  # the version is looked up for --version only
 
 
+def _main_then_modules(argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """``sys.modules`` after ``watcher.cli.main(argv)`` exited 0 in a fresh interpreter."""
+    code = f"from watcher.cli import main\ncode = main({argv!r})\nassert code == 0, code\n"
+    return _modules_after(code, env)
+
+
+def _commands_loaded(modules: list[str]) -> set[str]:
+    return {m.rpartition(".")[2] for m in modules if m.startswith("watcher.commands.")} - {
+        "base",
+        "console",
+    }
+
+
+def test_building_the_parser_imports_no_command_module() -> None:
+    """The parser lists every command from the table: no command's module is imported."""
+    loaded = _modules_after("import watcher.cli\nwatcher.cli.build_parser()")
+    assert _commands_loaded(loaded) == set()
+
+
+def test_check_config_imports_no_http_library(tmp_path: Path) -> None:
+    """check-config with four targets of four kinds: no aiohttp, no web server, no store
+    driver, no other command's module (issue 15: it needs no HTTP)."""
+    config = tmp_path / "watcher.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "cohere": {"base_url": "http://127.0.0.1:9"},
+                "state": {"path": str(tmp_path / "watcher.db")},
+                "notify": {"urls": FOUR_TARGETS},
+                # the status page's line is printed too: its access rule, without aiohttp
+                "health": {"listen": "127.0.0.1:9464"},
+                "models": ["m-1"],
+            }
+        )
+    )
+    env = {**os.environ, "CO_API_KEY": "k" * 40}
+    loaded = _main_then_modules(["check-config", "-c", str(config)], env)
+    tops = {m.split(".")[0] for m in loaded}
+    assert not {"aiohttp", "anyio", "psycopg", "prometheus_client", "sqlite3"} & tops
+    assert not [m for m in loaded if m.startswith("watcher.web.") and m != "watcher.web.access"]
+    assert "watcher.web.access" in loaded  # the page's line was printed, from the pure rule
+    assert _commands_loaded(loaded) == {"check_config"}
+
+
 def test_healthcheck_imports_only_the_standard_library(tmp_path: Path) -> None:
     """The container's HEALTHCHECK: no logging library, no event loop, no settings."""
     code = (
@@ -61,10 +107,12 @@ def test_healthcheck_imports_only_the_standard_library(tmp_path: Path) -> None:
     )
     loaded = _modules_after(code)
     assert _heavy(loaded) == []
-    assert not {"anyio", "asyncio"} & {m.split(".")[0] for m in loaded}
+    assert not {"anyio", "asyncio", "pydantic_settings"} & {m.split(".")[0] for m in loaded}
     ours = {m for m in loaded if m.split(".")[0] == "watcher"}
     assert "watcher.health" not in ours
+    assert "watcher.logs" not in ours
     assert "watcher.healthprobe" in ours
+    assert _commands_loaded(loaded) == {"healthcheck"}
 
 
 def test_version_is_still_printed() -> None:
@@ -126,3 +174,77 @@ def test_same_outcome_as_apprise(url: str) -> None:
     assert apprise_urls.add(ours, url) == theirs.add(url)
     assert [type(p) for p in ours] == [type(p) for p in theirs]
     assert [p.url() for p in ours] == [p.url() for p in theirs]
+
+
+def _config(tmp_path: Path, urls: list[str]) -> Path:
+    config = tmp_path / "watcher.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "cohere": {"base_url": "http://127.0.0.1:9"},
+                "state": {"path": str(tmp_path / "watcher.db")},
+                "notify": {"urls": urls},
+                "models": ["m-1"],
+            }
+        )
+    )
+    return config
+
+
+def test_status_and_migrate_import_neither_apprise_nor_http(tmp_path: Path) -> None:
+    """They send nothing: the targets are not parsed by apprise (nor requests imported),
+    and no web server or HTTP client is loaded."""
+    config = _config(tmp_path, FOUR_TARGETS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WATCHER_", "CO_API"))}
+    for argv in (["migrate", "-c", str(config)], ["status", "-c", str(config)]):
+        loaded = _main_then_modules(argv, env)
+        tops = {m.split(".")[0] for m in loaded}
+        assert not {"apprise", "requests", "aiohttp", "psycopg", "prometheus_client"} & tops
+        assert _commands_loaded(loaded) == {argv[0].replace("-", "_")}
+
+
+def test_a_target_apprise_refuses_fails_check_config_not_status(tmp_path: Path) -> None:
+    """``status`` still reads a configuration whose target apprise would refuse (it sends
+    nothing); ``check-config`` and the daemon refuse it (78), as before."""
+    config = _config(tmp_path, ["nosuch://x"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WATCHER_", "CO_API"))}
+    env["CO_API_KEY"] = "k" * 40
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "watcher", *argv, "-c", str(config)],
+            capture_output=True, text=True, cwd=ROOT, env=env, timeout=60, check=False,
+        )  # fmt: skip
+
+    checked = cli("check-config")
+    assert checked.returncode == 78, checked.stderr
+    assert "not a URL apprise understands" in checked.stderr
+    assert cli("migrate").returncode == 0
+    status = cli("status")
+    assert status.returncode == 0, status.stderr
+    assert "m-1" in status.stdout
+    assert "not polled yet" in status.stdout
+
+
+def test_the_version_is_written_once() -> None:
+    """pyproject.toml reads the version from ``watcher.__version__`` (a literal, so no
+    start looks it up in the installed metadata)."""
+    import tomllib
+
+    from watcher import __version__
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" in pyproject["project"]["dynamic"]
+    assert "version" not in pyproject["project"]
+    dynamic = pyproject["tool"]["setuptools"]["dynamic"]["version"]
+    assert dynamic == {"attr": "watcher.__version__"}
+    assert __version__.count(".") == 2
+
+
+def test_the_daemon_module_leaves_the_web_layer_to_health_listen() -> None:
+    """``import watcher.daemon``: the status page's server side (aiohttp.web, the page,
+    the API) is imported when health.listen mounts it, not by every start."""
+    loaded = _modules_after("import watcher.daemon")
+    assert "aiohttp.web" not in loaded
+    assert not {"watcher.web.app", "watcher.web.page", "watcher.web.api"} & set(loaded)
+    assert "psycopg" not in {m.split(".")[0] for m in loaded}

@@ -15,10 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from watcher.commands import COMMANDS
-from watcher.commands.base import EXIT_CODES_HELP, Handler
+from watcher.commands import COMMAND_TABLE
+from watcher.commands.base import EXIT_CODES_HELP, CommandModule, Handler, LazySubparsers
 from watcher.errors import EX_CONFIG, EX_FAILURE, ConfigError, WatcherError
-from watcher.redact import SECRETS
 
 __all__ = ["build_parser", "main"]
 
@@ -28,7 +27,12 @@ DEFAULT_LOG_LEVEL = "info"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The whole command line: global options, then one subparser per command module."""
+    """The whole command line: global options, then one subparser per command module.
+
+    A command's module is imported only when that command is parsed (or by
+    ``load_every_command``): ``finetune-watcher --help`` lists every command from
+    ``COMMAND_TABLE`` alone, ``healthcheck`` imports one small module, not fourteen.
+    """
     parser = argparse.ArgumentParser(
         prog="finetune-watcher",
         description="Watch fine-tuned models; notify on any apprise channel "
@@ -39,16 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction)
     _add_global_options(parser, config_help="YAML configuration (see each command's --help)")
     parser.set_defaults(default_log_level=DEFAULT_LOG_LEVEL, exit_on_early_sigterm=False)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in COMMANDS:
-        sub = command.add_parser(subparsers)
-        # Given after the subcommand, an option overrides the same one given before it;
-        # absent there, SUPPRESS leaves the value parsed before the subcommand alone.
-        _add_global_options(sub, config_help=command.CONFIG_HELP, default=argparse.SUPPRESS)
-        sub.set_defaults(takes_config=command.CONFIG_HELP is not None)
+    subparsers = parser.add_subparsers(
+        action=LazySubparsers, dest="command", metavar="COMMAND", required=True
+    )
+    assert isinstance(subparsers, LazySubparsers)
+    subparsers.on_load = _finish_subparser
+    for spec in COMMAND_TABLE:
+        subparsers.add_lazy(spec)
     # `completion` and `manpage` describe the whole command line.
     parser.set_defaults(root_parser=parser)
     return parser
+
+
+def _finish_subparser(sub: argparse.ArgumentParser, command: CommandModule) -> None:
+    """The global options of a command's own subparser (added when it is loaded)."""
+    # Given after the subcommand, an option overrides the same one given before it;
+    # absent there, SUPPRESS leaves the value parsed before the subcommand alone.
+    _add_global_options(sub, config_help=command.CONFIG_HELP, default=argparse.SUPPRESS)
+    sub.set_defaults(takes_config=command.CONFIG_HELP is not None)
 
 
 class _VersionAction(argparse._VersionAction):
@@ -145,4 +157,6 @@ def _leading_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def _error(line: str) -> None:
+    from watcher.redact import SECRETS  # the secrets a command registered (if it loaded any)
+
     print(SECRETS.scrub(line), file=sys.stderr, flush=True)

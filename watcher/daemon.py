@@ -21,11 +21,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from aiohttp import web
 
 from watcher.clients import ProviderClients
 from watcher.errors import ApiError, StateError, WatcherError
@@ -62,7 +61,11 @@ from watcher.store.base import OutboxItem, Store
 from watcher.store.lease import Lease, SoleLeadership
 from watcher.systemd import SystemdNotifier, status_loop, watchdog_interval, watchdog_loop
 from watcher.watcher_source import WatcherSource, web_options
-from watcher.web import Access, WebMount, mount_web
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from watcher.web import WebMount
 
 __all__ = ["OnceResult", "ReloadFn", "WatchedModel", "Watcher", "open_watcher", "serve"]
 
@@ -153,8 +156,10 @@ class Watcher:
         """
         store = self.store
         self.fleet.models.clear()
+        # The records only serve discovery (a second decode of every state otherwise).
+        records = await store.model_records() if self.settings.discover.enabled else ()
         models = self.fleet.load(
-            self.settings, await store.load_states(), await store.model_records(),
+            self.settings, await store.load_states(), records,
             await store.stuck_warning_counts(), is_settled=_is_settled,
         )  # fmt: skip
         self.schedule.first_round(models, self.settings.poll.interval)
@@ -559,6 +564,8 @@ async def serve(
             # the database cannot be reached /healthz is 200 and /readyz 503.
             # The status page, the API and webhooks share the port; a bad token or webhook
             # secret is a ConfigError now, before anything listens.
+            from watcher.web.app import mount_web  # aiohttp.web: only with health.listen
+
             options = web_options(settings)
             web_source = source = WatcherSource(
                 None, listening_since=lambda: health.listening_since if health else 0.0
@@ -644,6 +651,8 @@ async def serve(
 
 def _log_status_page(mounted: WebMount, host: str, port: int) -> None:
     """Say at start who may read the status page (``web.*``; README "The status page")."""
+    from watcher.web.access import Access
+
     shown = f"[{host}]" if ":" in host else host
     level = log.warning if mounted.access is Access.LOCKED else log.info
     level("status page", url=f"http://{shown}:{port}/", access=mounted.access.value,

@@ -12,12 +12,13 @@ Only the standard library is imported at the top (``healthcheck`` must start fas
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias
 
 if TYPE_CHECKING:
     from watcher.lifecycle import StatusScheme
@@ -26,13 +27,16 @@ if TYPE_CHECKING:
 __all__ = [
     "EXIT_CODES_HELP",
     "CommandModule",
+    "CommandSpec",
     "Handler",
+    "LazySubparsers",
     "Subparsers",
     "add_command",
     "config_path",
     "default_config_path",
     "exit_without_waiting_for_senders",
     "load_configuration",
+    "load_every_command",
     "load_settings_for_reading",
     "positive_seconds",
     "scheme_for",
@@ -71,6 +75,91 @@ class CommandModule(Protocol):
     def add_parser(self, subparsers: Subparsers) -> argparse.ArgumentParser:
         """Add the command's subparser (via :func:`add_command`) and return it."""
         ...
+
+
+class CommandSpec(NamedTuple):
+    """One row of ``watcher.commands.COMMAND_TABLE``: enough to list a command in
+    ``--help`` without importing its module. (A NamedTuple: ``dataclasses`` imports
+    ``inspect``, ~15 ms that ``healthcheck`` need not pay.)"""
+
+    name: str
+    #: The module that satisfies :class:`CommandModule` (imported when the command runs).
+    module: str
+    #: Its line in the command list; None: hidden (not listed, still runs).
+    summary: str | None
+
+
+if TYPE_CHECKING:
+    _SubparsersBase = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    _SubparsersBase = argparse._SubParsersAction
+
+
+class LazySubparsers(_SubparsersBase):
+    """The subcommands, each command's module imported only when it is parsed.
+
+    Until then a command is a placeholder: its name is a valid choice and ``--help``
+    lists its summary. Parsing ``CMD ...`` replaces the placeholder with the module's
+    own subparser (options, description, epilog) in the same place, then parses with
+    it; :meth:`load_all` does so for every command (``completion``, ``manpage``).
+    ``on_load(parser, module)`` finishes each real subparser (the global options).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._specs: dict[str, CommandSpec] = {}
+        self._pending: set[str] = set()
+        self.on_load: Callable[[argparse.ArgumentParser, CommandModule], None] | None = None
+
+    def add_lazy(self, spec: CommandSpec) -> None:
+        """List ``spec``'s command without importing its module."""
+        kwargs: dict[str, Any] = {} if spec.summary is None else {"help": spec.summary}
+        self.add_parser(spec.name, add_help=False, **kwargs)
+        self._specs[spec.name] = spec
+        self._pending.add(spec.name)
+
+    def load(self, name: str) -> argparse.ArgumentParser:
+        """The real subparser of ``name`` (its module imported on first use)."""
+        if name in self._pending:
+            self._pending.discard(name)
+            order = list(self._name_parser_map)
+            listed = [action.dest for action in self._choices_actions]
+            del self._name_parser_map[name]
+            self._choices_actions[:] = [a for a in self._choices_actions if a.dest != name]
+            module: CommandModule = importlib.import_module(self._specs[name].module)
+            sub = module.add_parser(self)
+            if self.on_load is not None:
+                self.on_load(sub, module)
+            # Back in the table's place: --help, completion and the manual keep its order.
+            parsers = dict(self._name_parser_map)
+            self._name_parser_map.clear()
+            self._name_parser_map.update((n, parsers[n]) for n in order)
+            by_dest = {action.dest: action for action in self._choices_actions}
+            self._choices_actions[:] = [by_dest[d] for d in listed if d in by_dest]
+        return self._name_parser_map[name]
+
+    def load_all(self) -> None:
+        """Every command's real subparser (imports every command module)."""
+        for name in list(self._name_parser_map):
+            self.load(name)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if isinstance(values, Sequence) and values and values[0] in self._pending:
+            self.load(str(values[0]))
+        super().__call__(parser, namespace, values, option_string)
+
+
+def load_every_command(parser: argparse.ArgumentParser) -> None:
+    """Import every command of ``parser`` (a whole-command-line view: completion, manual)."""
+    for action in parser._actions:
+        if isinstance(action, LazySubparsers):
+            action.load_all()
 
 
 def add_command(
@@ -150,14 +239,22 @@ def load_configuration(path: Path) -> tuple[Settings, dict[str, ApiKey]]:
     return settings, api_keys
 
 
-def load_settings_for_reading(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings_for_reading(
+    path: Path, environ: Mapping[str, str] | None = None, *, parse_targets: bool = True
+) -> Settings:
     """The configuration at ``path``, its secrets registered; no API key needed.
 
     For the commands that read the state or send notifications but call no API.
+    ``parse_targets=False``: for a command that sends nothing, the notification URLs
+    are taken as written, not parsed by apprise (``settings.targets_unparsed``): apprise
+    and requests are most of such a command's start.
     """
-    from watcher.settings import load_settings, register_secrets
+    from contextlib import nullcontext
 
-    settings = load_settings(path, environ)
+    from watcher.settings import load_settings, register_secrets, targets_unparsed
+
+    with nullcontext() if parse_targets else targets_unparsed():
+        settings = load_settings(path, environ)
     # No key is needed, but every key that can be found is scrubbed (an API error an
     # earlier poll stored may echo it).
     register_secrets(settings, None, environ)

@@ -52,7 +52,7 @@ def check_config(args: argparse.Namespace) -> int:
 def _web_lines(settings: Settings) -> list[str]:
     """Who may read the status page (as the daemon logs it at start), and webhooks in."""
     from watcher.settings import resolve_web_token, resolve_webhook_secret
-    from watcher.web.auth import access_rule, describe_access
+    from watcher.web.access import access_rule, describe_access
 
     token = resolve_web_token(settings)
     secret = resolve_webhook_secret(settings)

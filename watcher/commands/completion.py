@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 
-from watcher.commands.base import Subparsers, add_command
+from watcher.commands.base import Subparsers, add_command, load_every_command
 from watcher.errors import EX_OK
 
 __all__ = ["CONFIG_HELP", "SHELLS", "add_parser", "completion", "completion_script"]
@@ -45,6 +45,7 @@ def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
     """The completion script of ``parser`` for ``shell``; file options complete files."""
     import shtab  # only this command needs it
 
+    load_every_command(parser)  # every command's options, not only their names
     _complete_paths(parser, shtab.FILE, shtab.DIRECTORY)
     script: str = shtab.complete(parser, shell=shell)
     return script

@@ -188,7 +188,7 @@ def _api_access(
     ``ConfigError`` (78).
     """
     from watcher.lifecycle import DEFAULT_PROVIDER
-    from watcher.settings import load_settings, register_secrets, resolve_api_key
+    from watcher.settings import load_settings, register_secrets, resolve_api_key, targets_unparsed
 
     if config is None:
         default = default_config_path(environ)
@@ -196,7 +196,8 @@ def _api_access(
     if config is None:
         name = provider or DEFAULT_PROVIDER
         return _ApiAccess(name, *_from_environment(name, environ))
-    settings = load_settings(config, environ)
+    with targets_unparsed():  # it sends no notification: apprise need not parse the targets
+        settings = load_settings(config, environ)
     if provider is None:
         configured = [m.provider for m in settings.models if m.id == model_id]
         provider = configured[0] if configured else DEFAULT_PROVIDER

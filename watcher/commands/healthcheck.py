@@ -84,7 +84,7 @@ def healthcheck_target(url: str | None, config: Path | None, environ: Mapping[st
     source = "$WATCHER_HEALTH__LISTEN"
     listen = environ.get("WATCHER_HEALTH__LISTEN") or None
     if config is not None:
-        listen = load_settings_for_reading(config).health.listen
+        listen = load_settings_for_reading(config, parse_targets=False).health.listen
         source = f"{config}: health.listen"
     if listen is None:
         return DEFAULT_HEALTHCHECK_URL

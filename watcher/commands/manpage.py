@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from watcher.commands.base import Subparsers
+from watcher.commands.base import Subparsers, load_every_command
 from watcher.errors import EX_OK
 
 __all__ = ["CONFIG_HELP", "add_parser", "manpage", "render_manpage"]
@@ -107,6 +107,7 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
 def render_manpage(parser: argparse.ArgumentParser, version: str) -> str:
     """The manual page of ``parser`` (section 1): NAME, SYNOPSIS, DESCRIPTION, OPTIONS,
     COMMANDS, EXIT STATUS, FILES, ENVIRONMENT."""
+    load_every_command(parser)  # every command's options, not only their names
     prog = parser.prog
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     listed = {a.dest: a.help for a in subparsers._choices_actions}

@@ -45,7 +45,7 @@ def migrate_command(args: argparse.Namespace) -> int:
     from watcher.store import open_store
     from watcher.store.migrations import SCHEMA_VERSION
 
-    settings = load_settings_for_reading(config_path(args))
+    settings = load_settings_for_reading(config_path(args), parse_targets=False)
     state = settings.state
     existed = state.url is not None or state.path.exists()
 

@@ -93,7 +93,7 @@ def status_command(config: Path, *, as_json: bool, out: TextIO | None = None) ->
     from watcher.views import leader_line, status_document, status_rows
 
     out = out or sys.stdout
-    settings = load_settings_for_reading(config)
+    settings = load_settings_for_reading(config, parse_targets=False)  # it sends nothing
 
     async def read() -> tuple[list[ModelRecord], OutboxCounts, str, LeaderInfo | None]:
         async with open_store_readonly(settings.state) as store:
