@@ -35,6 +35,11 @@ when the daemon sent more than 1.5 requests a poll the bare loop is run with
 
     .venv/bin/python bench/paced.py --rates 1000 100 --reps 3 --intervals 8
     .venv/bin/python bench/paced.py --providers all --rates 1000 --reps 2 --intervals 4
+
+``--tree NAME=DIR`` (repeatable) adds a daemon client ``watcher@NAME`` run from another
+copy of the package (``DIR/watcher``, e.g. ``git archive HEAD watcher | tar -x -C DIR``),
+alternating with the others in the same session, so a change is measured before/after
+against the same bare loop minutes apart.
 """
 
 from __future__ import annotations
@@ -162,16 +167,21 @@ def start(
     duration: float,
     *,
     newest_event: bool,
+    trees: dict[str, Path] | None = None,
 ) -> harness.Child:
     log = workdir / f"{client}-{provider}-{n}.log"
     env = {KEY_VARIABLES[provider]: harness.SIM_KEY}
-    if client == "watcher":
+    if is_daemon(client):
         state = workdir / "run" / "watcher.db"
         for suffix in ("", "-wal", "-shm", ".lock"):  # a fresh state every run
             (state.parent / (state.name + suffix)).unlink(missing_ok=True)
         config = daemon_config(workdir / "run" / "watcher.yaml", sim, provider,
                                harness.model_ids(n), state)  # fmt: skip
-        argv = [*harness.WATCHER, "run", "-c", str(config), "--log-format", "json",
+        command = harness.WATCHER
+        if "@" in client:  # another copy of the package: first on the path, cwd not
+            env["PYTHONPATH"] = str((trees or {})[client.partition("@")[2]])
+            command = [harness.PYTHON, "-P", "-m", "watcher"]
+        argv = [*command, "run", "-c", str(config), "--log-format", "json",
                 "--log-level", "warning"]  # fmt: skip
         return harness.spawn(argv, log, env)
     argv = [harness.PYTHON, str(Path(__file__).with_name("clients.py")), client,
@@ -192,12 +202,13 @@ def measure(
     *,
     intervals: float,
     newest_event: bool = False,
+    trees: dict[str, Path] | None = None,
 ) -> Sample:
     rate = n / INTERVAL
     window = intervals * INTERVAL
     polls_start, _ = counters(sim, provider)
     child = start(client, sim, provider, n, rate, workdir, 120 + 2 * window,
-                  newest_event=newest_event)  # fmt: skip
+                  newest_event=newest_event, trees=trees)  # fmt: skip
     try:
         # Warm-up: round one (whose first sights also fetch each job's details, counted
         # on the same endpoint at most providers) and one more full round, then one more
@@ -222,6 +233,11 @@ def measure(
                   memory.get("VmRSS", 0), memory.get("VmHWM", 0), newest_event)  # fmt: skip
 
 
+def is_daemon(client: str) -> bool:
+    """``watcher`` or ``watcher@NAME`` (the daemon from another tree)."""
+    return client == "watcher" or client.startswith("watcher@")
+
+
 def loadavg() -> float:
     with open("/proc/loadavg", encoding="ascii") as f:
         return float(f.read().split()[0])
@@ -236,11 +252,14 @@ def run(
     *,
     providers: tuple[str, ...] = ("cohere",),
     with_sdk: bool = True,
+    trees: dict[str, Path] | None = None,
+    with_main: bool = True,
 ) -> dict[str, Any]:
     samples: list[Sample] = []
     loads: list[float] = []
     for provider in providers:
-        clients: tuple[str, ...] = ("watcher", "bare")
+        daemons = ("watcher",) if with_main else ()
+        clients: tuple[str, ...] = (*daemons, *(f"watcher@{t}" for t in trees or {}), "bare")
         if provider == "cohere" and with_sdk:
             clients = (*clients, "sdk")
         for rate in rates:
@@ -257,11 +276,12 @@ def run(
                         loads.append(loadavg())
                         sample = measure(client, sim, provider, n, rep, workdir,
                                          intervals=intervals,
-                                         newest_event=newest and client == "bare")  # fmt: skip
+                                         newest_event=newest and client == "bare",
+                                         trees=trees)  # fmt: skip
                         samples.append(sample)
-                        if client == "watcher" and sample.requests_per_poll > 1.5:
+                        if is_daemon(client) and sample.requests_per_poll > 1.5:
                             newest = True  # the bare loop sends what the daemon sends
-                        log(f"  paced {provider} {rate:g}/s rep {rep} {client:7s} "
+                        log(f"  paced {provider} {rate:g}/s rep {rep} {client:14s} "
                             f"{sample.achieved:7.1f} polls/s "
                             f"{sample.cpu_ms_per_poll:6.3f} ms CPU/poll "
                             f"{sample.requests_per_poll:4.2f} req/poll "
@@ -284,7 +304,9 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
                                  key=lambda k: (PROVIDERS.index(k[0]), -k[1])):  # fmt: skip
         group = [s for s in samples if s.provider == provider and s.rate == rate]
         row: dict[str, Any] = {"provider": provider, "rate": rate, "models": group[0].models}
-        clients = sorted({s.client for s in group}, key=("watcher", "bare", "sdk").index)
+        order = ("watcher", "bare", "sdk")
+        clients = sorted({s.client for s in group},
+                         key=lambda c: (order.index(c) if c in order else 0.5, c))  # fmt: skip
         for client in clients:
             mine = [s for s in group if s.client == client]
             row[client] = {
@@ -296,17 +318,18 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
                 "core_share": harness.median([s.cpu / s.seconds for s in mine]),
                 "newest_event": any(s.newest_event for s in mine),
             }
-        for other in ("bare", "sdk"):
-            if other not in clients:
-                continue
-            ratios = []
-            for rep in sorted({s.rep for s in group}):
-                w = [s for s in group if s.rep == rep and s.client == "watcher"]
-                o = [s for s in group if s.rep == rep and s.client == other]
-                if w and o:
-                    ratios.append(w[0].cpu_ms_per_poll / o[0].cpu_ms_per_poll)
-            row[f"watcher_over_{other}"] = harness.median(ratios)
-            row[f"watcher_over_{other}_all"] = ratios
+        for daemon in (c for c in clients if is_daemon(c)):
+            for other in ("bare", "sdk"):
+                if other not in clients:
+                    continue
+                ratios = []
+                for rep in sorted({s.rep for s in group}):
+                    w = [s for s in group if s.rep == rep and s.client == daemon]
+                    o = [s for s in group if s.rep == rep and s.client == other]
+                    if w and o:
+                        ratios.append(w[0].cpu_ms_per_poll / o[0].cpu_ms_per_poll)
+                row[f"{daemon}_over_{other}"] = harness.median(ratios)
+                row[f"{daemon}_over_{other}_all"] = ratios
         rows.append(row)
     return rows
 
@@ -320,12 +343,19 @@ def main() -> int:
                         help="comma-separated, or 'all' (default: cohere)")  # fmt: skip
     parser.add_argument("--no-sdk", action="store_true")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fw-bench/paced"))
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
+                        help="also run the daemon from DIR/watcher as watcher@NAME")  # fmt: skip
+    parser.add_argument("--no-main", action="store_true",
+                        help="only the --tree daemons, not this working tree's")  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     providers = PROVIDERS if args.providers == "all" else tuple(args.providers.split(","))
     args.workdir.mkdir(parents=True, exist_ok=True)
+    trees = {name: Path(path).resolve()
+             for name, _, path in (t.partition("=") for t in args.tree)}  # fmt: skip
     result = run(args.rates, args.reps, args.intervals, args.workdir,
-                 providers=providers, with_sdk=not args.no_sdk)  # fmt: skip
+                 providers=providers, with_sdk=not args.no_sdk, trees=trees,
+                 with_main=not args.no_main)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     for row in result["summary"]:

@@ -165,3 +165,69 @@ class TestOutboxOldest:
 
         async with await SqliteStore.open(tmp_path / "s.db") as store:
             assert (await store.outbox_counts()).oldest_pending_at is None
+
+
+class TestPerPollSeries:
+    """The per-poll counters are plain numbers (P14); /metrics must not notice."""
+
+    def test_written_exactly_as_prometheus_clients_counter_and_histogram_write_them(
+        self,
+    ) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+        from watcher.metrics import POLL_LATENCY_BUCKETS, POLL_OUTCOMES
+
+        reference = CollectorRegistry()
+        polls = Counter("finetune_watcher_polls", "Polls of a model's events, by outcome.",
+                        ["outcome"], registry=reference)  # fmt: skip
+        latency = Histogram("finetune_watcher_poll_latency_seconds",
+                            "Time to fetch one model's event history (all pages).",
+                            buckets=POLL_LATENCY_BUCKETS, registry=reference)  # fmt: skip
+        requests = Counter(
+            "finetune_watcher_api_requests",
+            "HTTP requests sent to the providers' APIs.",
+            registry=reference,
+        )
+        for outcome in POLL_OUTCOMES:
+            polls.labels(outcome)
+        metrics = Metrics()
+        # On and between the bounds, below the first and above the last.
+        for took in (0.0, 0.001, 0.01, 0.0100001, 0.07, 0.25, 1, 2.5, 29.9, 30, 31, 500):
+            for histogram, counter in ((latency, requests),
+                                       (metrics.poll_latency, metrics.api_requests)):  # fmt: skip
+                histogram.observe(took)
+                counter.inc()
+        counted = (("ok", 3), ("changed", 1), ("timeout", 2), ("new_outcome", 1))
+        for outcome, times in counted:
+            for _ in range(times):
+                polls.labels(outcome).inc()
+                metrics.polls.labels(outcome).inc()
+
+        names = (
+            "finetune_watcher_polls",
+            "finetune_watcher_poll_latency",
+            "finetune_watcher_api_requests",
+        )
+
+        def families(text: str) -> str:
+            def wanted(line: str) -> bool:
+                return line.removeprefix("# HELP ").removeprefix("# TYPE ").startswith(names)
+
+            return "\n".join(line for line in text.splitlines() if wanted(line))
+
+        ours = generate_latest(metrics.snapshot()).decode()
+        theirs = generate_latest(reference).decode()
+        assert families(ours) == families(theirs)
+        outcomes = set(POLL_OUTCOMES) | {outcome for outcome, _ in counted}
+        lines = (2 + len(outcomes)) + (2 + len(POLL_LATENCY_BUCKETS) + 3) + (2 + 1)
+        assert families(ours).count("\n") + 1 == lines  # nothing went missing on both sides
+        # The three families sit where the Counter and Histogram used to be: right after
+        # the build info, before the notifications.
+        order = [line for line in ours.splitlines() if line.startswith("# TYPE finetune_")]
+        at = order.index("# TYPE finetune_watcher_build_info gauge")
+        assert order[at + 1 : at + 5] == [
+            "# TYPE finetune_watcher_polls_total counter",
+            "# TYPE finetune_watcher_poll_latency_seconds histogram",
+            "# TYPE finetune_watcher_api_requests_total counter",
+            "# TYPE finetune_watcher_notifications_total counter",
+        ]

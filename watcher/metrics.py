@@ -8,6 +8,10 @@ one series per watched model, configured or discovered, never per id an API ment
 The per-model families are built when scraped, from the watched models themselves: a
 status change costs nothing, and no object is held per model. So are the outbox's age
 (from the counts the delivery loop reads anyway) and the providers' deprecation notices.
+So are the per-poll series (``finetune_watcher_polls_total``, ``_poll_latency_seconds``,
+``_api_requests_total``): the poller adds to plain numbers (``Count``, ``PollCounter``,
+``LatencyHistogram``: no lock, the loop is their only writer) and ``_PollCollector``
+writes them as prometheus_client's ``Counter`` and ``Histogram`` would, byte for byte.
 
 The registry also holds prometheus_client's process (``process_*``: CPU, memory, open
 files) and Python (``python_info``, ``python_gc_*``) collectors.
@@ -21,6 +25,7 @@ A new collector that reads the daemon's state must be one of those, registered t
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -35,11 +40,15 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     Info,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from watcher import __version__
@@ -58,6 +67,8 @@ def _outcomes(error: type[ApiError]) -> list[str]:
 
 #: Every ``outcome`` label of the polls counter, pre-created so each series exists from 0.
 POLL_OUTCOMES = ("ok", "changed", *_outcomes(ApiError))
+#: The upper bounds of ``finetune_watcher_poll_latency_seconds``' buckets (and +Inf).
+POLL_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 def status_label(status: str | None, known: Collection[str]) -> str:
@@ -91,21 +102,13 @@ class Metrics:
         r.register(_DeprecationCollector())
         self.build_info = Info("finetune_watcher_build", "Version of finetune-watcher.", registry=r)
         self.build_info.info({"version": __version__})
-        self.polls = Counter(
-            "finetune_watcher_polls", "Polls of a model's events, by outcome.", ["outcome"],
-            registry=r,
-        )  # fmt: skip
-        self.poll_latency = Histogram(
-            "finetune_watcher_poll_latency_seconds",
-            "Time to fetch one model's event history (all pages).",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=r,
-        )
-        self.api_requests = Counter(
-            "finetune_watcher_api_requests",
-            "HTTP requests sent to the providers' APIs.",
-            registry=r,
-        )
+        # The per-poll series: plain numbers the event loop bumps, exported as
+        # finetune_watcher_polls_total, _poll_latency_seconds and _api_requests_total
+        # (the same text as prometheus_client's Counter and Histogram; P14).
+        self.polls = PollCounter()
+        self.poll_latency = LatencyHistogram(POLL_LATENCY_BUCKETS)
+        self.api_requests = Count()
+        self._watch(_PollCollector(self.polls, self.poll_latency, self.api_requests))
         self.notifications = Counter(
             "finetune_watcher_notifications",
             "Notification deliveries to one target, by result (sent, failed, given_up).",
@@ -142,7 +145,7 @@ class Metrics:
             registry=r,
         )
         for outcome in POLL_OUTCOMES:
-            self.polls.labels(outcome)
+            self.polls.labels(outcome)  # each series exists from 0
         for result in ("sent", "failed", "given_up"):
             self.notifications.labels(result)
 
@@ -178,6 +181,55 @@ class Metrics:
         if oldest is None:
             return 0.0
         return max(0.0, self._wall_clock() - oldest.timestamp())
+
+
+class Count:
+    """A counter the event loop bumps with a plain addition (no lock: the loop is its only
+    writer; scrapes copy it on the loop, ``Metrics.snapshot``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class PollCounter:
+    """``finetune_watcher_polls_total{outcome}``: a ``Count`` per outcome, in the order
+    the outcomes were first counted (like a labelled ``Counter``)."""
+
+    __slots__ = ("_children",)
+
+    def __init__(self) -> None:
+        self._children: dict[str, Count] = {}
+
+    def labels(self, outcome: str) -> Count:
+        child = self._children.get(outcome)
+        if child is None:
+            child = self._children[outcome] = Count()
+        return child
+
+    def values(self) -> list[tuple[str, float]]:
+        return [(outcome, child.value) for outcome, child in self._children.items()]
+
+
+class LatencyHistogram:
+    """``finetune_watcher_poll_latency_seconds``: per-bucket counts and the sum as plain
+    numbers; ``observe`` is one bisection and two additions."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: above every bound (+Inf only)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        # The first bucket whose bound is >= amount (prometheus_client's "le").
+        self.counts[bisect.bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,3 +384,47 @@ class _StatusCollector(_StateCollector[tuple[str, str, str]]):
             by_status.add_metric([label], count)
         yield by_status
         yield per_model
+
+
+_PollRow = tuple[list[tuple[str, float]], list[int], float, float]
+
+
+class _PollCollector(_StateCollector[_PollRow]):
+    """The per-poll families, as prometheus_client's ``Counter`` / ``Histogram`` write
+    them: ``finetune_watcher_polls_total``, ``_poll_latency_seconds``,
+    ``_api_requests_total``."""
+
+    def __init__(self, polls: PollCounter, latency: LatencyHistogram, requests: Count) -> None:
+        self._polls = polls
+        self._latency = latency
+        self._requests = requests
+        # "le" as prometheus_client writes these bounds (repr; no exponent below 1e6).
+        self._les = [repr(float(b)) for b in latency.bounds] + ["+Inf"]
+
+    def read(self) -> list[_PollRow]:
+        latency = self._latency
+        return [(self._polls.values(), list(latency.counts), latency.sum, self._requests.value)]
+
+    def build(self, rows: list[_PollRow]) -> Iterator[Metric]:
+        outcomes, counts, latency_sum, requests = rows[0]
+        polls = CounterMetricFamily(
+            "finetune_watcher_polls", "Polls of a model's events, by outcome.", labels=["outcome"]
+        )
+        for outcome, value in outcomes:
+            polls.add_metric([outcome], value)
+        yield polls
+        latency = HistogramMetricFamily(
+            "finetune_watcher_poll_latency_seconds",
+            "Time to fetch one model's event history (all pages).",
+        )
+        cumulative, buckets = 0.0, []
+        for le, count in zip(self._les, counts, strict=True):
+            cumulative += count
+            buckets.append((le, cumulative))
+        latency.add_metric([], buckets, latency_sum)
+        yield latency
+        yield CounterMetricFamily(
+            "finetune_watcher_api_requests",
+            "HTTP requests sent to the providers' APIs.",
+            value=requests,
+        )

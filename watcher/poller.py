@@ -21,6 +21,7 @@ core (``observe(now=...)``) and logged here (finding 12).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -51,7 +52,6 @@ from watcher.policy import (
     judge_success,
 )
 from watcher.schedule import slow_after
-from watcher.views import stages
 
 if TYPE_CHECKING:
     from watcher.clients import ProviderClient, ProviderClients
@@ -70,8 +70,10 @@ log = structlog.get_logger("watcher.poller")
 
 #: Longest wait for enrichment (model details, metrics) before a notice goes out without it.
 ENRICH_TIMEOUT = 5.0
-#: How many of a model's last statuses it keeps for the status page's timeline.
-STAGES_KEPT = 50
+
+#: The poll's clock: what ``anyio.current_time()`` reads on asyncio (``loop.time()`` is
+#: ``time.monotonic()``), without the backend look-up, twice a poll (P13).
+_clock = time.monotonic
 
 
 @dataclass(slots=True)
@@ -126,8 +128,11 @@ class Poller:
         self._rand = rand
         # model -> when it was last polled with nothing new (written every FLUSH_EVERY).
         self._polled: dict[ModelKey, datetime] = {}
+        # Plain counters (metrics.py, P14): one addition each per poll, no lock.
         self._polls_ok = metrics.polls.labels("ok")
         self._polls_changed = metrics.polls.labels("changed")
+        self._latency = metrics.poll_latency
+        self._requests = metrics.api_requests
 
     def health_of(self, provider: str) -> ProviderHealth:
         health = self.health.get(provider)  # built only the first time (once per provider)
@@ -149,7 +154,7 @@ class Poller:
             return False
         client = self._clients[model.key.provider]
         provider = client.provider
-        started = anyio.current_time()
+        started = _clock()
         # An answer byte for byte like the last one folded into the state is skipped
         # unparsed: observe() is idempotent, so the same events could change nothing.
         unless = model.digest if model.state is not None else None
@@ -160,10 +165,10 @@ class Poller:
         else:
             error = None
         finally:
-            finished = anyio.current_time()  # the poll's one other clock read (P13)
+            finished = _clock()  # the poll's one other clock read (P13)
             took = finished - started
-            self._metrics.poll_latency.observe(took)
-            self._metrics.api_requests.inc()
+            self._latency.observe(took)
+            self._requests.value += 1
             # A hang, a timeout or a very slow answer: the slow lane until a quick one.
             model.slow = took >= slow_after(client.timeout)
         if error is not None:
@@ -188,9 +193,6 @@ class Poller:
         if observation.quarantined:
             bound.warning("ignored events dated in the future", events=observation.quarantined,
                           polled_at=polled_at.isoformat())  # fmt: skip
-        if observation.changed or not model.stages:
-            # The status page's timeline (the newest stages; a long history is trimmed).
-            model.stages = tuple(stages(history.events, scheme=provider.scheme)[-STAGES_KEPT:])
         if observation.changed:
             first_sight = model.state is None
             previous = model.state.status if model.state else None

@@ -34,8 +34,10 @@ effective interval once per provider.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -99,7 +101,8 @@ class Schedule:
         self._slow_heap: list[tuple[float, int, ModelKey, int]] = []
         self._slow_in_flight = 0
         self._seq = itertools.count()
-        self._wakeup = anyio.Event()
+        # The futures of the workers waiting in ``next_due``; ``wake`` resolves them.
+        self._waiters: list[asyncio.Future[None]] = []
 
     def __len__(self) -> int:
         return len(self._heap) + len(self._slow_heap)
@@ -115,9 +118,22 @@ class Schedule:
         model.token = next(self._seq)  # unique across models, so a stale entry never revives
         model.due = due  # the live entry's time: a poll taken from it is planned from it
         heap = self._slow_heap if model.slow else self._heap
+        if len(heap) > 2 * len(self._models) + 64:
+            self._compact(heap)  # stale entries of re-planned models (one a plan, at most)
         heapq.heappush(heap, (due, next(self._seq), model.key, model.token))
         if heap[0][3] == model.token:
             self.wake()  # the new entry is the earliest: the sleeping loop must see it
+
+    def _compact(self, heap: list[tuple[float, int, ModelKey, int]]) -> None:
+        """Drop ``heap``'s stale entries (a removed, re-planned or taken model's), in place."""
+        models = self._models
+        live = []
+        for entry in heap:
+            model = models.get(entry[2])
+            if model is not None and model.token == entry[3] and not model.in_flight:
+                live.append(entry)
+        heapq.heapify(live)
+        heap[:] = live
 
     def after(self, model: WatchedModel, delay: float) -> None:
         self.at(model, anyio.current_time() + delay)
@@ -147,7 +163,13 @@ class Schedule:
             self.at(model, now + spread * index / count)
 
     def wake(self) -> None:
-        self._wakeup.set()
+        """Make the workers waiting in ``next_due`` look at the heaps again."""
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def soon(self, model: WatchedModel) -> None:
         """Poll ``model`` now (a webhook's hint). A model in flight is polled once more
@@ -196,7 +218,13 @@ class Schedule:
 
         A slow model is considered only while the slow lane has room. Refreshes the
         heartbeat at least every ``HEARTBEAT`` seconds while it waits.
+
+        It waits on a bare loop future with one timer (``wake`` resolves it early): nearly
+        every paced pick waits, and an anyio cancel scope and ``Event`` cost several times
+        that (docs/benchmarks.md, P16). The daemon runs on anyio's asyncio backend; a
+        cancellation still ends the wait (the future is cancelled with the task).
         """
+        loop = asyncio.get_running_loop()
         while True:
             self._heartbeat()
             candidates = [self._heap]
@@ -206,20 +234,33 @@ class Schedule:
             for heap in candidates:
                 if self._top(heap) is not None and (best is None or heap[0] < best[0]):
                     best = heap
-            now = anyio.current_time()
+            now = loop.time()  # anyio.current_time() on asyncio, without the look-up
             if best is not None and best[0][0] <= now:
                 model = self._models[best[0][2]]
                 if take:
                     heapq.heappop(best)
                     self.take(model)
                 return model
-            wait = HEARTBEAT
-            if best is not None:
-                wait = min(wait, max(0.0, best[0][0] - now))
-            with anyio.move_on_after(wait):
-                await self._wakeup.wait()
-            if self._wakeup.is_set():
-                self._wakeup = anyio.Event()
+            when = now + HEARTBEAT
+            if best is not None and best[0][0] < when:
+                when = best[0][0]
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            timer = loop.call_at(when, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                if not waiter.done():  # cancelled while waiting: wake() must not keep it
+                    waiter.cancel()
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    """The wait's timer: end it unless ``wake`` (or a cancellation) did."""
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 # --- Which model a free worker takes --------------------------------------------------------
@@ -248,15 +289,23 @@ class PaceThenPick:
     wake-up would leave the slot unused. It looks again at least every ``HEARTBEAT``
     (a paused provider does not hide the loop's heartbeat; a more overdue model may
     have become first).
+
+    The one picker is a flag with a queue of waiting workers handed the turn in order
+    (docs/benchmarks.md, P15): a free turn costs no lock and no checkpoint (anyio's
+    ``Lock`` yields to the loop even when free), and a worker cancelled while queued
+    passes on a turn it was handed.
     """
 
     def __init__(self) -> None:
-        self._picking: anyio.Lock | None = None
+        self._busy = False  # a worker is picking
+        self._queue: deque[asyncio.Future[None]] = deque()  # workers waiting for their turn
 
     async def pick(self, schedule: Schedule, pacer_for: PacerFor) -> WatchedModel:
-        if self._picking is None:
-            self._picking = anyio.Lock()
-        async with self._picking:
+        if self._busy:
+            await self._wait_turn()
+        else:
+            self._busy = True
+        try:
             while True:
                 model = await schedule.next_due(take=False)
                 pacer = pacer_for(model)
@@ -265,6 +314,31 @@ class PaceThenPick:
                     schedule.take(model)
                     return model
                 await anyio.sleep(min(wait, HEARTBEAT))
+        finally:
+            self._pass_turn()
+
+    async def _wait_turn(self) -> None:
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(turn)
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._pass_turn()  # handed the turn, then cancelled: the next one's
+            else:
+                turn.cancel()
+                if turn in self._queue:  # else a passing turn already dropped it
+                    self._queue.remove(turn)
+            raise
+
+    def _pass_turn(self) -> None:
+        """The next queued worker picks (still waiting, not cancelled), else nobody."""
+        while self._queue:
+            turn = self._queue.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._busy = False
 
 
 # --- The budget ---------------------------------------------------------------------------
