@@ -142,6 +142,48 @@ def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> 
     return Child(process, log, started)
 
 
+# --- the venv measured ------------------------------------------------------------------
+
+#: Where ``plain_venv`` builds the venv users have: ``pip install .``, no extras (no ``rich``,
+#: no test or dev tools, which the development venv imports through structlog and others).
+PLAIN_VENV = Path("/tmp/fw-bench/plain-venv")
+_STAMP = ".finetune-watcher-deps"
+
+
+def plain_venv(path: Path = PLAIN_VENV, *, log: Any = print) -> str:
+    """The python of the venv at ``path``, built if missing: ``python -m venv`` +
+    ``pip install -q ROOT`` (a plain install; rebuilt when the dependencies changed).
+
+    A venv that is not ours (no stamp; e.g. the development ``.venv``) is used as it is.
+    Either way the benchmark runs the *working tree's* code: ``python -m watcher`` from
+    ``ROOT`` (``spawn``'s working directory) imports ``watcher`` from the tree before the
+    installed copy, so the venv only decides the dependencies and what they import.
+    """
+    import tomllib
+
+    python = path / "bin" / "python"
+    stamp = path / _STAMP
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = json.dumps(project["dependencies"])
+    if python.exists() and (not stamp.exists() or stamp.read_text() == wanted):
+        return str(python)
+    log(f"building a plain venv in {path} (pip install {ROOT}, no extras)")
+    shutil.rmtree(path, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    subprocess.run([str(path / "bin" / "pip"), "install", "-q", str(ROOT)], check=True)
+    stamp.write_text(wanted)
+    return str(python)
+
+
+def venv_label(python: str) -> str:
+    """How a table names the venv ``python`` belongs to (the one measured)."""
+    venv = Path(python).parent.parent
+    kind = "plain install" if (venv / _STAMP).exists() else "as found"
+    if venv.resolve() == (ROOT / ".venv").resolve():
+        kind = "development venv"
+    return f"{venv} ({kind})"
+
+
 # --- the simulator -----------------------------------------------------------------------
 
 
@@ -264,8 +306,9 @@ def watcher_config(
     return path
 
 
-def run_watcher(config: Path, log: Path) -> Child:
-    return spawn([*WATCHER, "run", "-c", str(config), "--log-format", "json"], log)
+def run_watcher(config: Path, log: Path, python: str = PYTHON) -> Child:
+    """``python -m watcher run`` (``python``: another venv's, see ``plain_venv``)."""
+    return spawn([python, "-m", "watcher", "run", "-c", str(config), "--log-format", "json"], log)
 
 
 def seed_state(path: Path, ids: Sequence[str], timeline: list[list[Any]] | None = None) -> float:

@@ -8,9 +8,15 @@ configuration has one; it makes the daemon load apprise; 1 and 10,000 models are
 run without one, to show apprise's share). RSS (VmRSS) and its peak
 (VmHWM) come from /proc after the settle period.
 
+The watchers run in the venv ``--venv`` names (default: a plain install, ``pip install .``
+without extras, built by ``harness.plain_venv`` if missing: what users run; the
+development venv's extras add imports, e.g. structlog's ``rich``); the code is the
+working tree's either way. The output names the venv measured.
+
 ``--proposals`` adds the same set run through bench/proposals.py.
 
     .venv/bin/python bench/memory.py --settle 60
+    .venv/bin/python bench/memory.py --venv .venv     # the development venv
 """
 
 from __future__ import annotations
@@ -34,8 +40,18 @@ NO_URL_COUNTS = (1, 10000)
 
 
 def run(
-    workdir: Path, *, settle: float = 60.0, proposals: bool = True, log: Any = print
+    workdir: Path,
+    *,
+    settle: float = 60.0,
+    proposals: bool = True,
+    log: Any = print,
+    python: str | None = None,
 ) -> dict[str, Any]:
+    """``python``: the venv's interpreter the watchers run in (default: ``harness.plain_venv``)."""
+    python = python or harness.plain_venv(log=log)
+    venv = harness.venv_label(python)
+    # The tree's code in any venv (bench/proposals.py is run as a script, not with -m).
+    tree = {"PYTHONPATH": str(harness.ROOT)}
     kinds = ("watcher", "no-url", "proposed") if proposals else ("watcher", "no-url")
     top = max(COUNTS)
     children: dict[tuple[str, int], harness.Child] = {}
@@ -54,14 +70,14 @@ def run(
                 )  # fmt: skip
                 logfile = workdir / f"{kind}-{n}" / "watcher.log"
                 if kind != "proposed":
-                    children[(kind, n)] = harness.run_watcher(config, logfile)
+                    children[(kind, n)] = harness.run_watcher(config, logfile, python)
                 else:
                     launcher = str(Path(__file__).with_name("proposals.py"))
                     children[(kind, n)] = harness.spawn(
-                        [harness.PYTHON, launcher, "run", "-c", str(config),
-                         "--log-format", "json"], logfile)  # fmt: skip
+                        [python, launcher, "run", "-c", str(config),
+                         "--log-format", "json"], logfile, env=tree)  # fmt: skip
         started = time.monotonic()
-        log(f"memory: {len(children)} watchers started; settling {settle:g}s")
+        log(f"memory: {len(children)} watchers started in {venv}; settling {settle:g}s")
         try:
             while time.monotonic() - started < settle:
                 time.sleep(min(5.0, settle))
@@ -87,12 +103,13 @@ def run(
             if row["kind"] == kind and row["models"] > 1:
                 row["kib_per_model"] = (row["rss_kib"] - base["rss_kib"]) / (row["models"] - 1)
     unpolled = sum(1 for i in harness.model_ids(top) if int(polled.get(i, 0)) == 0)
+    log(f"  venv measured: {venv}; models of N={top} never polled at the end: {unpolled}")
     for row in rows:
         log(f"  {row['kind']:8s} N={row['models']:5d} RSS {row['rss_kib'] / 1024:6.1f} MiB "
             f"peak {row['peak_kib'] / 1024:6.1f} MiB "
             f"{row.get('kib_per_model', 0):5.2f} KiB/model")  # fmt: skip
-    return {"settle": settle, "interval": INTERVAL, "rows": rows, "samples": samples,
-            "unpolled_at_end": unpolled}  # fmt: skip
+    return {"settle": settle, "interval": INTERVAL, "venv": venv, "rows": rows,
+            "samples": samples, "unpolled_at_end": unpolled}  # fmt: skip
 
 
 def main() -> int:
@@ -100,9 +117,16 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=60.0)
     parser.add_argument("--no-proposals", action="store_true")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fw-bench/memory"))
+    parser.add_argument(
+        "--venv", type=Path, default=harness.PLAIN_VENV,
+        help="the venv the watchers run in; built with `pip install .` (no extras) if "
+             f"missing (default {harness.PLAIN_VENV}; `.venv` for the development venv)",
+    )  # fmt: skip
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    result = run(args.workdir, settle=args.settle, proposals=not args.no_proposals)
+    python = harness.plain_venv(args.venv.absolute())
+    result = run(args.workdir, settle=args.settle, proposals=not args.no_proposals, python=python)
+    print(f"venv measured: {result['venv']}")
     print(json.dumps(result["rows"], indent=1))
     return 0
 

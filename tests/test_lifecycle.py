@@ -27,6 +27,7 @@ from watcher.lifecycle import (
     backoff_delay,
     jittered,
     poll_interval,
+    seen_tuple,
     stuck_warnings_due,
 )
 from watcher.providers.cohere import (
@@ -176,7 +177,7 @@ class TestObserveFirstObservation:
         assert state.status == READY
         assert state.status_since == at(100)
         assert state.started_at == at(0)
-        assert state.seen == frozenset(e.identity for e in history)
+        assert state.seen == tuple(sorted(e.identity for e in history))
         assert state.floor is None
 
     def test_api_example_settles_on_ready(self) -> None:
@@ -427,7 +428,7 @@ class TestObserveSeenLimit:
         state = observe(None, MODEL, history).state
 
         assert len(state.seen) == SEEN_LIMIT
-        assert state.seen == frozenset(e.identity for e in history[-SEEN_LIMIT:])
+        assert set(state.seen) == {e.identity for e in history[-SEEN_LIMIT:]}
         assert state.floor == key(history[35])
         assert state.started_at == at(0)
 
@@ -633,6 +634,9 @@ class TestObserveProperties:
         assert state.status_since is not None
         assert state.status_since <= newest.created_at
         assert len(state.seen) == min(SEEN_LIMIT, len({e.identity for e in history}))
+        # The canonical form: a sorted tuple without repeats (equal sets, equal states).
+        assert type(state.seen) is tuple
+        assert list(state.seen) == sorted(set(state.seen))
 
     @PROPERTY_SETTINGS
     @given(history=small_histories, notify_on=notify_ons, rnd=randoms, data=st.data())
@@ -1089,3 +1093,25 @@ class TestFarFutureQuarantine:
                 e.created_at > NOW + timedelta(days=1) for e in spoiled
             )
             clean, dirty = reference.state, observation.state
+
+
+class TestSeenTuple:
+    """``ModelState.seen`` is a sorted tuple (memory per watched model, issue 15)."""
+
+    def test_a_set_becomes_the_sorted_tuple(self) -> None:
+        ids = [ev(READY, 100).identity, ev(QUEUED, 0).identity, ev(FINETUNING, 10).identity]
+
+        from_set = ModelState(MODEL, seen=frozenset(ids))  # type: ignore[arg-type]
+
+        assert from_set.seen == tuple(sorted(ids))
+        assert from_set == ModelState(MODEL, seen=seen_tuple(ids))
+        assert hash(from_set) == hash(ModelState(MODEL, seen=seen_tuple(ids)))
+
+    def test_later_polls_keep_it_sorted(self) -> None:
+        """A poll that adds events out of order keeps the canonical form."""
+        state = observe(None, MODEL, [ev(QUEUED, 0), ev(READY, 100)]).state
+        later = observe(state, MODEL, [ev(QUEUED, 0), ev(FINETUNING, 10), ev(READY, 100)]).state
+
+        expected = {ev(QUEUED, 0).identity, ev(FINETUNING, 10).identity, ev(READY, 100).identity}
+        assert later.seen == seen_tuple(expected)
+        assert observe(later, MODEL, [ev(FINETUNING, 10)]).changed is False

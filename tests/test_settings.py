@@ -6,9 +6,13 @@ Each bad file names, in its first line (``# expect: ...``), text its error must 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from watcher.settings import (
     CohereSettings,
     HealthSettings,
     ModelSettings,
+    ModelSpec,
     NotifySettings,
     ProviderSettings,
     Settings,
@@ -70,6 +75,42 @@ def problems_of(path: Path, environ: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={} if environ is None else environ)
     return info.value.problems
+
+
+_UNPRIVILEGED_PROBLEMS = """\
+import json, os, sys
+from pathlib import Path
+from watcher.errors import ConfigError
+from watcher.settings import load_settings
+path = Path(sys.argv[1])
+try:
+    load_settings(path, environ={})
+except ConfigError as error:
+    print(json.dumps(error.problems))
+else:
+    print("null")
+"""
+
+
+def problems_unprivileged(path: Path) -> list[str]:
+    """``problems_of(path)`` where file permissions apply: in this process when it is not
+    root; as root (which reads any file), in a child process that ``setpriv`` starts
+    without the two capabilities that let root pass them (``CAP_DAC_OVERRIDE``,
+    ``CAP_DAC_READ_SEARCH``): a mode-0 file is then unreadable for it too."""
+    if os.geteuid() != 0:
+        return problems_of(path)
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None, "setpriv (util-linux) is needed to drop root's file access"
+    result = subprocess.run(
+        [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all",
+         sys.executable, "-c", _UNPRIVILEGED_PROBLEMS, str(path)],
+        capture_output=True, text=True, cwd=Path(__file__).parent.parent, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    problems = json.loads(result.stdout)
+    assert isinstance(problems, list), "no ConfigError at all"
+    return [str(problem) for problem in problems]
 
 
 class TestParseDuration:
@@ -176,7 +217,7 @@ class TestGoodConfigs:
         assert [u.get_secret_value() for u in by_id["mapped-model"].urls] == [
             "json://127.0.0.1:8012/per-model"
         ]
-        assert by_id["third-model"].urls == []
+        assert by_id["third-model"].urls == ()
 
     def test_durations_in_every_form(self) -> None:
         """Durations given as numbers, numeric strings and unit strings are seconds."""
@@ -210,7 +251,7 @@ class TestGoodConfigs:
     def test_discover_without_models(self) -> None:
         """With discovery on, ``models`` may be left out; ``yes`` is a boolean."""
         s = load_settings(CONFIGS / "good" / "discover-only.yaml", environ={})
-        assert s.models == []
+        assert s.models == ()
         assert s.discover.enabled is True
         assert s.discover.include == ["support-*", "intent-*"]
 
@@ -276,12 +317,12 @@ class TestBadConfigs:
         """A directory is not a configuration file."""
         assert problems_of(tmp_path) == ["is a directory, not a configuration file"]
 
-    @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
     def test_unreadable_file(self, tmp_path: Path) -> None:
-        """A file without read permission is reported, not a traceback."""
+        """A file without read permission is reported, not a traceback (as root: checked
+        without root's power to read any file)."""
         path = write(tmp_path, "models: [a]\n")
         path.chmod(0)
-        assert problems_of(path) == ["cannot read: Permission denied"]
+        assert problems_unprivileged(path) == ["cannot read: Permission denied"]
 
     def test_not_utf8(self, tmp_path: Path) -> None:
         """Bytes that are not UTF-8 are a clear error."""
@@ -298,14 +339,15 @@ class TestBadConfigs:
             "models.0.id: field required",
         ]
 
-    @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
     def test_unreadable_api_key_file(self, tmp_path: Path) -> None:
-        """An api_key_file that exists but cannot be read names the path and the reason."""
+        """An api_key_file that exists but cannot be read names the path and the reason (as
+        root: checked without root's power to read any file)."""
         key = tmp_path / "key"
         key.write_text("sk-secret\n")
         key.chmod(0)
         path = write(tmp_path, f"cohere:\n  api_key_file: {key}\nmodels: [a]\n")
-        assert problems_of(path) == [f"cohere.api_key_file: cannot read {key}: Permission denied"]
+        expected = [f"cohere.api_key_file: cannot read {key}: Permission denied"]
+        assert problems_unprivileged(path) == expected
 
     def test_apprise_says_nothing_while_checking(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -821,3 +863,62 @@ class TestApiKeys:
         )
         register_secrets(settings, keys)
         assert MARKER not in SECRETS.scrub("key sk-hunter2-mapped")
+
+
+class TestModelSpecs:
+    """``Settings.models`` holds slotted ``ModelSpec``s, not pydantic instances (issue 15)."""
+
+    CONFIG = (
+        "models:\n"
+        "  - a\n"
+        "  - {id: b, name: ' B ', provider: ' Cohere ', urls: ['json://127.0.0.1:9/x']}\n"
+        "  - {id: c, urls: ['json://127.0.0.1:9/x'], webhooks: ['https://h.example.com/in']}\n"
+        "  - {id: d, routes: [{on: [ready], urls: ['json://127.0.0.1:9/r']}]}\n"
+    )
+
+    def test_validated_as_written_kept_slotted(self, tmp_path: Path) -> None:
+        settings = load_settings(write(tmp_path, self.CONFIG), environ={})
+        a, b, c, d = settings.models
+
+        assert isinstance(settings.models, tuple)
+        assert all(type(m) is ModelSpec for m in settings.models)
+        assert not hasattr(a, "__dict__")
+        assert (a.id, a.name, a.urls, a.webhooks, a.routes) == ("a", None, (), (), ())
+        assert (b.label, b.key) == ("B", ModelKey("cohere", "b"))
+        assert [u.get_secret_value() for u in c.webhooks] == ["https://h.example.com/in"]
+        assert d.routes[0].on == ["ready"]
+
+    def test_shared_strings_and_target_lists(self, tmp_path: Path) -> None:
+        """Equal ``urls`` are one tuple; a provider is the registry's own string."""
+        settings = load_settings(write(tmp_path, self.CONFIG), environ={})
+        _, b, c, _ = settings.models
+
+        assert b.urls is c.urls
+        assert b.provider is next(n for n in PROVIDER_NAMES if n == "cohere")
+
+    def test_given_back_and_dumped(self, tmp_path: Path) -> None:
+        """``Settings(models=settings.models)`` validates again; a dump lists the entries."""
+        settings = load_settings(write(tmp_path, self.CONFIG), environ={})
+
+        again = Settings(models=settings.models)
+
+        assert again.models == settings.models
+        dumped = settings.model_dump()["models"]
+        assert [m["id"] for m in dumped] == ["a", "b", "c", "d"]
+        assert dumped[1]["name"] == "B"
+
+    def test_errors_name_the_entry(self, tmp_path: Path) -> None:
+        """Validation is ``ModelSettings``'s: the same rules, the same field paths."""
+        path = write(tmp_path, "models:\n  - a\n  - {id: 'b c', colour: red}\n")
+        with pytest.raises(ConfigError) as info:
+            load_settings(path, environ={})
+        problems = " ".join(info.value.problems)
+        assert "models.1.id" in problems
+        assert "models.1.colour" in problems
+
+    def test_models_from_the_environment(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "models: [a]\n")
+        environ = {"WATCHER_MODELS": '[{"id": "e", "provider": "mistral"}]'}
+        settings = load_settings(path, environ=environ)
+        assert [m.key for m in settings.models] == [ModelKey("mistral", "e")]
+        assert ModelSettings(id="x").key == ModelSpec("x").key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sqlite3
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -241,6 +242,25 @@ class TestStates:
         await store.record_observation(state, [], polled_at=T0)
         assert await store.load_states() == {key("m-1"): state}
 
+    async def test_seen_reads_back_as_a_sorted_tuple(
+        self, store: SqliteStore, state_path: Path
+    ) -> None:
+        """``seen`` written in any order (or twice) reads back in the core's canonical form:
+        a sorted tuple without repeats, one datetime per distinct time of the row."""
+        events = [Event(QUEUED, minutes(0)), Event(FINETUNING, minutes(1))]
+        state = observe(None, "m-1", events).state
+        await store.record_observation(state, [], polled_at=T0)
+        pairs = [[minutes(1), FINETUNING], [minutes(0), QUEUED], [minutes(1), FINETUNING]]
+        text = json.dumps([[at.isoformat(timespec="microseconds"), s] for at, s in pairs])
+        with closing(raw(state_path)) as db:
+            db.execute("UPDATE models SET seen = ?", (text,))
+
+        loaded = (await store.load_states())[key("m-1")]
+
+        assert type(loaded.seen) is tuple
+        assert loaded == state
+        assert loaded.status_since is loaded.seen[1].created_at
+
     async def test_a_model_without_events_is_a_state(self, store: SqliteStore) -> None:
         """An observed model with an empty history is stored as a state with no status."""
         observation = observe(None, "m-1", [])
@@ -293,6 +313,33 @@ class TestStates:
         )
         assert (records[key("b")].failures, records[key("b")].last_error) == (0, None)
         await store.record_polls([])
+
+    async def test_the_quiet_poll_batch_skips_the_fsync_and_nothing_else_does(
+        self, store: SqliteStore
+    ) -> None:
+        """record_polls commits with synchronous=NORMAL (bookkeeping, P18); every other
+        write, the outbox's above all, still waits for the disk (FULL, 2)."""
+        await store.record_observation(ModelState("a"), [], polled_at=T0)
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)
+        try:
+            await store.record_polls([(key("a"), minutes(5))])
+            await store.record_poll_failure(key("a"), polled_at=minutes(6), error="x", failures=1)
+        finally:
+            store._db.set_trace_callback(None)
+        pragmas = [s for s in statements if s.startswith(("PRAGMA", "BEGIN", "COMMIT"))]
+        assert pragmas == [
+            "PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE", "COMMIT",
+            "PRAGMA synchronous = FULL", "BEGIN IMMEDIATE", "COMMIT",
+        ]  # fmt: skip
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        (record,) = await store.model_records()
+        assert (record.last_success_at, record.last_poll_at) == (minutes(5), minutes(6))
+        elsewhere = timezone(timedelta(hours=2))  # not the daemon's UTC: converted
+        await store.record_polls([(key("a"), minutes(7).astimezone(elsewhere))])
+        (record,) = await store.model_records()
+        assert record.last_success_at == minutes(7)
+        assert store._db.execute("SELECT last_poll_at FROM models").fetchone()[0].endswith("+00:00")
 
     async def test_names_and_discovery(self, store: SqliteStore) -> None:
         """A name is kept when the next observation passes none; records sort by name, else id."""

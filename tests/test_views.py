@@ -12,6 +12,7 @@ from watcher.views import (
     Stage,
     short_status,
     stages,
+    stages_from_seen,
     status_document,
     status_rows,
     status_text,
@@ -109,6 +110,25 @@ class TestTimeline:
             Stage(FINETUNING, t0, t0 + timedelta(minutes=50)),
             Stage(READY, t0 + timedelta(minutes=50), None),
         ]
+
+    def test_the_page_timeline_is_built_from_what_the_state_has_seen(self) -> None:
+        """The status page's timeline comes from the state's seen identities (nothing is kept
+        per model for it): the same stages as the events they came from, ties included."""
+        t0 = NOW - timedelta(hours=1)
+        events = [
+            Event(FINETUNING, t0),
+            Event(QUEUED, t0),
+            Event(FINETUNING, t0 + timedelta(minutes=5)),
+            Event(READY, t0 + timedelta(minutes=50)),
+        ]
+        state = ModelState(
+            model_id="m", status=READY, status_since=t0 + timedelta(minutes=50),
+            seen={e.identity for e in events}, started_at=t0,
+        )  # fmt: skip
+        assert stages_from_seen(state.seen, scheme=COHERE_SCHEME) == stages(
+            events, scheme=COHERE_SCHEME
+        )
+        assert stages_from_seen((), scheme=COHERE_SCHEME) == []
 
     def test_words(self) -> None:
         """Short statuses drop the scheme's prefix; ages read as people say them."""

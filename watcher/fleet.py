@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar, cast, overload
 
 from pydantic import SecretStr
 
@@ -28,17 +28,16 @@ from watcher.providers import scheme_for
 from watcher.providers.base import JobDetails
 from watcher.settings import (
     DiscoverSettings,
-    ModelSettings,
+    ModelSpec,
     NotifySettings,
     RouteSettings,
     Settings,
 )
 from watcher.store.base import ModelRecord, OutboxItem
 
-if TYPE_CHECKING:
-    from watcher.views import Stage
-
 __all__ = ["Fleet", "Route", "WatchedModel", "discovery_matches", "make_routes"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +60,57 @@ def make_routes(routes: Iterable[RouteSettings]) -> tuple[Route, ...]:
 
 
 @dataclass(slots=True)
+class _Rare:
+    """What few watched models ever set, in one object made on the first such write
+    (8 B per model until then instead of a slot per field; issue 15)."""
+
+    not_found_reported: bool = False
+    metrics: dict[str, float] | None = None  # final training metrics, fetched on READY
+    stuck_warnings: int = 0  # "still stuck" warnings sent in the current status
+    rejected_since: float | None = None  # monotonic time of its first rejection in a row
+    rejection_reported: bool = False  # "the key works, but not for this job" was sent
+    # Its own JSON-document targets (``webhooks``) and routes, besides the global ones.
+    webhooks: tuple[Target, ...] = ()
+    routes: tuple[Route, ...] = ()
+
+
+class _RareField(Generic[T]):
+    """A ``WatchedModel`` attribute kept in its ``_Rare``: the default is read while the
+    model has none, and writing the default then makes none."""
+
+    def __init__(self, default: T) -> None:
+        self.default = default
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, model: None, owner: type) -> _RareField[T]: ...
+    @overload
+    def __get__(self, model: WatchedModel, owner: type) -> T: ...
+    def __get__(self, model: WatchedModel | None, owner: type) -> T | _RareField[T]:
+        if model is None:
+            return self
+        rare = model._rare
+        return self.default if rare is None else cast(T, getattr(rare, self.name))
+
+    def __set__(self, model: WatchedModel, value: T) -> None:
+        rare = model._rare
+        if rare is None:
+            if value == self.default:
+                return
+            rare = model._rare = _Rare()
+        setattr(rare, self.name, value)
+
+
+@dataclass(slots=True)
 class WatchedModel:
-    """A model the watcher polls, and what it remembers between polls."""
+    """A model the watcher polls, and what it remembers between polls.
+
+    One per watched model: the fields few models set (``_Rare``) live in one optional
+    object behind properties of the same names (memory per model, issue 15).
+    """
 
     key: ModelKey
     name: str | None  # configured; else the provider's name (``details``) is shown
@@ -72,30 +120,32 @@ class WatchedModel:
     failures: int = 0  # consecutive failed polls
     token: int = 0  # bumped on every reschedule; stale heap entries are skipped
     due: float = 0.0  # monotonic time of its live schedule entry (``Schedule.at``)
-    not_found_reported: bool = False
     details: JobDetails | None = None  # fetched on first sight / on a notice
-    metrics: dict[str, float] | None = None  # final training metrics, fetched on READY
-    stuck_warnings: int = 0  # "still stuck" warnings sent in the current status
     digest: bytes | None = None  # of the last one-page answer already folded into ``state``
     # The slow lane (watcher.schedule): its last request was slow; it is being polled.
     slow: bool = False
     in_flight: bool = False
     in_slow_lane: bool = False  # taken as a slow model (counted in the lane until released)
     poll_again: bool = False  # asked to poll while in flight: polled once more right after
-    # The last statuses of its history (``views.stages``; the status page's timeline).
-    stages: tuple[Stage, ...] = ()
     # Its provider's key, as this model's polls saw it (watcher.policy.judge_rejection).
     accepted: bool = False  # its last poll that got an answer was not a 401/403
-    rejected_since: float | None = None  # monotonic time of its first rejection in a row
-    rejection_reported: bool = False  # "the key works, but not for this job" was sent
-    # Its own JSON-document targets (``webhooks``) and routes, besides the global ones.
-    webhooks: tuple[Target, ...] = ()
-    routes: tuple[Route, ...] = ()
     # Its details are being fetched for a notice just recorded: delivery waits for them
     # (a webhook's document carries the error message and fine-tuned model from them).
     enriching: bool = False
+    # The last round of the fleet it was attempted in (``Fleet.mark_polled``).
+    polled_round: int = 0
+    _rare: _Rare | None = field(default=None, repr=False)
 
-    def configure(self, spec: ModelSettings) -> None:
+    # In ``_rare`` (see ``_Rare`` for what each means).
+    not_found_reported = _RareField(False)
+    metrics = _RareField[dict[str, float] | None](None)
+    stuck_warnings = _RareField(0)
+    rejected_since = _RareField[float | None](None)
+    rejection_reported = _RareField(False)
+    webhooks = _RareField[tuple[Target, ...]](())
+    routes = _RareField[tuple[Route, ...]](())
+
+    def configure(self, spec: ModelSpec) -> None:
         """Take the name and every target of its (reloaded) configuration."""
         self.name = spec.name
         self.targets = make_targets(u.get_secret_value() for u in spec.urls)
@@ -121,6 +171,14 @@ class WatchedModel:
         return self.display_name or self.key.id
 
 
+def _sharing_id(state: ModelState | None, key: ModelKey) -> ModelState | None:
+    """``state`` naming its model with ``key``'s id string, not an equal copy of its own
+    (the store's row and the configuration each bring one: 60 B a model; issue 15)."""
+    if state is None or state.model_id is key.id:
+        return state
+    return replace(state, model_id=key.id)
+
+
 def discovery_matches(name: str, rules: DiscoverSettings) -> bool:
     """Glob rules of ``discover``: any include pattern matches and no exclude pattern does."""
     return any(fnmatch.fnmatchcase(name, p) for p in rules.include) and not any(
@@ -138,7 +196,10 @@ class Fleet:
         self.routes: tuple[Route, ...] = ()
         self.notify_on: frozenset[str] = frozenset()
         self.ops_targets: tuple[Target, ...] = ()
-        self._unpolled: set[ModelKey] = set()
+        # Rounds (``mark_polled``): the current one's number, and how many models of it
+        # are still to be attempted (a counter and a number per model, not a set of keys).
+        self._round = 1
+        self._left = 0
 
     def __len__(self) -> int:
         return len(self.models)
@@ -177,8 +238,8 @@ class Fleet:
         self.apply_targets(settings.notify)
         for spec in settings.models:
             key = ModelKey(spec.provider, spec.id)
-            model = WatchedModel(key, spec.name, (), states.get(key),
-                                 stuck_warnings=stuck.get(key, 0))  # fmt: skip
+            model = WatchedModel(key, spec.name, (), _sharing_id(states.get(key), key))
+            model.stuck_warnings = stuck.get(key, 0)
             model.configure(spec)
             self.models[key] = model
         if settings.discover.enabled:
@@ -189,11 +250,10 @@ class Fleet:
                     and key not in self.models
                     and not is_settled(key, record.state.status)
                 ):
-                    self.models[key] = WatchedModel(
-                        key, record.name, (), states.get(key),
-                        discovered=True, stuck_warnings=stuck.get(key, 0),
-                    )  # fmt: skip
-        self._unpolled = set(self.models)
+                    model = WatchedModel(key, record.name, (), states.get(key), discovered=True)
+                    model.stuck_warnings = stuck.get(key, 0)
+                    self.models[key] = model
+        self._new_round()
         return list(self.models.values())
 
     def changes(self, settings: Settings) -> tuple[list[ModelKey], list[ModelKey]]:
@@ -225,8 +285,10 @@ class Fleet:
         _, removed = self.changes(settings)
         self.apply_targets(settings.notify)
         for key in removed:
-            del self.models[key]
-            self._unpolled.discard(key)
+            if self.models.pop(key).polled_round < self._round:
+                self._left -= 1
+        if removed and self._left <= 0:  # the round's last models went: start the next
+            self._new_round()
         added: list[WatchedModel] = []
         for spec in settings.models:
             key = ModelKey(spec.provider, spec.id)
@@ -234,10 +296,9 @@ class Fleet:
             if existing is not None:
                 existing.configure(spec)
                 continue
-            model = WatchedModel(
-                key, spec.name, (), states.get(key),
-                stuck_warnings=(stuck or {}).get(key, 0),
-            )  # fmt: skip
+            model = WatchedModel(key, spec.name, (), _sharing_id(states.get(key), key))
+            model.stuck_warnings = (stuck or {}).get(key, 0)
+            model.polled_round = self._round  # counted from the next round on
             model.configure(spec)
             self.models[key] = model
             added.append(model)
@@ -247,20 +308,31 @@ class Fleet:
         """Watch a model discovery found."""
         key = ModelKey(provider, details.id)
         model = WatchedModel(key, None, (), state, discovered=True, details=details)
+        model.polled_round = self._round  # counted from the next round on
         self.models[key] = model
         return model
 
     # --- rounds -------------------------------------------------------------------------
 
     def mark_polled(self, key: ModelKey) -> bool:
-        """Note that ``key`` was attempted; True when that completed a round of every model."""
-        if key not in self._unpolled:
+        """Note that ``key`` was attempted; True when that completed a round of every model.
+
+        A round is every model watched when it began; one added during it (a reload,
+        discovery) counts from the next round on.
+        """
+        model = self.models.get(key)
+        if model is None or model.polled_round >= self._round:
             return False
-        self._unpolled.discard(key)
-        if self._unpolled:
+        model.polled_round = self._round
+        self._left -= 1
+        if self._left > 0:
             return False
-        self._unpolled = set(self.models)
+        self._new_round()
         return True
+
+    def _new_round(self) -> None:
+        self._round += 1
+        self._left = len(self.models)
 
     # --- delivery -----------------------------------------------------------------------
 

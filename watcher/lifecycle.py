@@ -21,7 +21,10 @@ unreliable. So this module never trusts the order it is given:
   so the order is total and does not depend on how the API sorted, paginated or
   tied them.
 * A model's state remembers the identities it has *seen* (bounded: the newest
-  ``SEEN_LIMIT``; anything older than the oldest remembered key is history).
+  ``SEEN_LIMIT``; anything older than the oldest remembered key is history), as a
+  sorted tuple: one per watched model, and a model has seen a few events (a set of
+  two costs four times the tuple's memory; membership is by scan, or by a set built
+  for the one poll that compares against it).
 * First observation of a model: record everything as seen, announce only the
   current status (if ``notify_on`` announces it) -- never replay old history.
 * ``notify_on`` holds common words (``"ready"``, ``"failed"``: a phase) and/or
@@ -74,6 +77,7 @@ __all__ = [
     "observe",
     "order_events",
     "poll_interval",
+    "seen_tuple",
     "stuck_warnings_due",
 ]
 
@@ -224,16 +228,24 @@ class EventId:
 
 @dataclass(frozen=True, slots=True)
 class ModelState:
-    """What the core remembers about one model between polls."""
+    """What the core remembers about one model between polls.
+
+    ``seen`` is kept sorted (``EventId`` order) and without repeats, so two states that
+    have seen the same identities are equal; any other collection given is made so.
+    """
 
     model_id: str
     status: str | None = None  # None: observed, but no event yet
     status_since: datetime | None = None  # when the current status began
     started_at: datetime | None = None  # the first event we know of
-    seen: frozenset[EventId] = field(default_factory=frozenset)
+    seen: tuple[EventId, ...] = ()
     # Events at or before this key are history even if not in ``seen``.
     floor: EventKey | None = None
     provider: str = DEFAULT_PROVIDER
+
+    def __post_init__(self) -> None:
+        if type(self.seen) is not tuple:  # a set (tests, older callers): canonical form
+            object.__setattr__(self, "seen", seen_tuple(set(self.seen)))
 
     @property
     def key(self) -> ModelKey:
@@ -281,6 +293,11 @@ class Observation:
     new_events: int
     changed: bool  # the state differs from the previous one (worth a write)
     quarantined: int = 0  # events dated beyond the horizon (``now`` + FUTURE_TOLERANCE)
+
+
+def seen_tuple(identities: Iterable[EventId]) -> tuple[EventId, ...]:
+    """``ModelState.seen`` of distinct ``identities``: sorted, as a tuple."""
+    return tuple(sorted(identities))
 
 
 def order_events(events: Iterable[Event], *, scheme: StatusScheme) -> list[Event]:
@@ -340,10 +357,10 @@ def _forget_beyond(state: ModelState, horizon: datetime, scheme: StatusScheme) -
     kept = sorted((i for i in state.seen if i.created_at <= horizon), key=scheme.event_key)
     if not kept:
         status = state.floor.status if state.floor is not None else None
-        return replace(state, status=status, status_since=None, seen=frozenset())
+        return replace(state, status=status, status_since=None, seen=())
     latest = kept[-1]
     since = _run_starts(kept)
-    return replace(state, status=latest.status, status_since=since[latest], seen=frozenset(kept))
+    return replace(state, status=latest.status, status_since=since[latest], seen=seen_tuple(kept))
 
 
 def _observe(
@@ -358,10 +375,11 @@ def _observe(
         return _first_observation(model_id, ordered, notify_on, scheme)
 
     key = scheme.event_key
+    known = frozenset(previous.seen)  # for this poll only: the state keeps a small tuple
     fresh = [
         e
         for e in ordered
-        if e.identity not in previous.seen and (previous.floor is None or key(e) > previous.floor)
+        if e.identity not in known and (previous.floor is None or key(e) > previous.floor)
     ]
     if not fresh:
         return Observation(previous, (), 0, changed=False)
@@ -412,7 +430,7 @@ def _observe(
             status=latest.status,
             status_since=since[latest],
             started_at=started_at,
-            seen=frozenset(timeline),
+            seen=seen_tuple(timeline),
             floor=previous.floor,
             provider=scheme.provider,
         ),
@@ -438,7 +456,7 @@ def _first_observation(
             status=latest.status,
             status_since=since[latest],
             started_at=timeline[0].created_at,
-            seen=frozenset(timeline),
+            seen=seen_tuple(timeline),
             provider=scheme.provider,
         ),
         scheme,
@@ -496,7 +514,7 @@ def _bounded(state: ModelState, scheme: StatusScheme) -> ModelState:
     floor = scheme.event_key(dropped[-1])
     if state.floor is not None and state.floor > floor:
         floor = state.floor
-    return replace(state, seen=frozenset(kept), floor=floor)
+    return replace(state, seen=seen_tuple(kept), floor=floor)
 
 
 # --- Scheduling decisions (pure: the caller supplies time and randomness) ---

@@ -35,7 +35,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
     PrivateAttr,
     SecretStr,
     ValidationError,
@@ -56,6 +58,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic_core import CoreSchema, core_schema
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -84,6 +87,7 @@ __all__ = [
     "HealthSettings",
     "MistralSettings",
     "ModelSettings",
+    "ModelSpec",
     "NotifySettings",
     "OpenAISettings",
     "PollSettings",
@@ -203,14 +207,38 @@ def _apprise_quiet() -> Iterator[None]:
         _APPRISE_QUIET.local.quiet = False
 
 
+#: False while a command that sends nothing reads the configuration (``targets_unparsed``).
+_PARSE_TARGETS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "watcher_parse_targets", default=True
+)
+
+
+@contextmanager
+def targets_unparsed() -> Iterator[None]:
+    """Within it, apprise URLs are taken as written (stripped, not empty), not parsed by
+    their plugin: for the commands that send nothing (``status``, ``migrate``,
+    ``healthcheck -c``), to which apprise and requests would add ~200 modules and most
+    of their start. ``check-config``, ``run``, ``once`` and ``test-notify`` parse them."""
+    token = _PARSE_TARGETS.set(False)
+    try:
+        yield
+    finally:
+        _PARSE_TARGETS.reset(token)
+
+
 def _check_apprise_url(url: SecretStr) -> SecretStr:
     """Accept exactly one URL that apprise can instantiate; the error names only its label."""
+    raw = url.get_secret_value().strip()
+    label = redact_url(raw)
+    if not _PARSE_TARGETS.get():
+        if not raw:
+            raise ValueError(f"not a URL apprise understands ({label})")
+        return SecretStr(raw)
+
     import apprise  # deferred: ~0.1 s, and only a config that has URLs needs it
 
     from watcher.apprise_urls import add as add_urls  # only the plugins of these schemes
 
-    raw = url.get_secret_value().strip()
-    label = redact_url(raw)
     with _apprise_quiet():
         checker = apprise.Apprise()
         accepted = bool(raw) and add_urls(checker, raw)
@@ -790,6 +818,96 @@ class ModelSettings(BaseModel):
         return ModelKey(self.provider, self.id)
 
 
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One configured model once validated: what ``Settings.models`` holds.
+
+    ``ModelSettings`` is what a ``models:`` entry is validated against; the daemon keeps
+    this slotted frozen copy of it instead (80 B against ~750 B for the pydantic
+    instance with its three default lists: one per watched model, issue 15). Lists are tuples;
+    models listing the same ``urls`` or ``webhooks`` share one tuple, and ``provider`` is
+    the registry's own string.
+    """
+
+    id: str
+    name: str | None = None
+    urls: tuple[SecretStr, ...] = ()
+    provider: str = DEFAULT_PROVIDER
+    webhooks: tuple[SecretStr, ...] = ()
+    routes: tuple[RouteSettings, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The name people see: ``name`` if given, else the id."""
+        return self.name or self.id
+
+    @property
+    def key(self) -> ModelKey:
+        """How every layer names this model: ``(provider, id)``."""
+        return ModelKey(self.provider, self.id)
+
+    def as_settings(self) -> ModelSettings:
+        """The pydantic form again (already valid: not validated twice)."""
+        return ModelSettings.model_construct(
+            id=self.id, name=self.name, urls=list(self.urls), provider=self.provider,
+            webhooks=list(self.webhooks), routes=list(self.routes),
+        )  # fmt: skip
+
+
+#: Each provider name once: ``_known_provider`` builds a new string per model.
+_PROVIDER_STRINGS: dict[str, str] = {name: name for name in PROVIDER_NAMES}
+
+
+def _compact_models(models: list[ModelSettings]) -> tuple[ModelSpec, ...]:
+    """The validated ``models`` as ``ModelSpec``s, equal target lists shared."""
+    shared: dict[tuple[str, ...], tuple[SecretStr, ...]] = {}
+
+    def share(urls: list[SecretStr]) -> tuple[SecretStr, ...]:
+        if not urls:
+            return ()
+        return shared.setdefault(tuple(u.get_secret_value() for u in urls), tuple(urls))
+
+    return tuple(
+        ModelSpec(
+            id=m.id,
+            name=m.name,
+            urls=share(m.urls),
+            provider=_PROVIDER_STRINGS.get(m.provider, m.provider),
+            webhooks=share(m.webhooks),
+            routes=tuple(m.routes),
+        )
+        for m in models
+    )
+
+
+def _model_inputs(value: object) -> object:
+    """``ModelSpec``s given back (``Settings(models=settings.models)``) as their pydantic form."""
+    if isinstance(value, list | tuple):
+        return [m.as_settings() if isinstance(m, ModelSpec) else m for m in value]
+    return value
+
+
+def _specs_as_settings(specs: tuple[ModelSpec, ...]) -> list[ModelSettings]:
+    return [spec.as_settings() for spec in specs]
+
+
+def _models_schema(source: object, handler: GetCoreSchemaHandler) -> CoreSchema:
+    """Validated as ``list[ModelSettings]`` (every rule and error location as written),
+    kept as ``tuple[ModelSpec, ...]``, serialised as the list again."""
+    as_written = handler.generate_schema(list[ModelSettings])
+    return core_schema.no_info_before_validator_function(
+        _model_inputs,
+        core_schema.no_info_after_validator_function(_compact_models, as_written),
+        serialization=core_schema.plain_serializer_function_ser_schema(
+            _specs_as_settings, return_schema=as_written
+        ),
+    )
+
+
+#: ``models:`` -- validated entry by entry as ``ModelSettings``, kept as ``ModelSpec``s.
+ModelSpecs = Annotated[tuple[ModelSpec, ...], GetPydanticSchema(_models_schema)]
+
+
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and loopback addresses; False for wildcards and other names.
 
@@ -931,7 +1049,7 @@ class Settings(BaseSettings):
     health: HealthSettings = HealthSettings()  # frozen: safe to share
     web: WebSettings = WebSettings()  # frozen: safe to share
     discover: DiscoverSettings = DiscoverSettings()  # frozen: safe to share
-    models: list[ModelSettings] = []
+    models: ModelSpecs = ()
 
     _config_path: Path = PrivateAttr(default_factory=lambda: Path("."))
 
@@ -954,7 +1072,7 @@ class Settings(BaseSettings):
 
     @field_validator("models")
     @classmethod
-    def _unique_ids(cls, value: list[ModelSettings]) -> list[ModelSettings]:
+    def _unique_ids(cls, value: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
         # Unique per provider: two providers may well use the same job id.
         first: dict[ModelKey, int] = {}
         for index, model in enumerate(value):
@@ -1007,11 +1125,11 @@ class Settings(BaseSettings):
     def config_path(self) -> Path:
         return self._config_path
 
-    def model_by_id(self) -> dict[str, ModelSettings]:
+    def model_by_id(self) -> dict[str, ModelSpec]:
         """The configured models keyed by id (in file order; see ``model_by_key``)."""
         return {model.id: model for model in self.models}
 
-    def model_by_key(self) -> dict[ModelKey, ModelSettings]:
+    def model_by_key(self) -> dict[ModelKey, ModelSpec]:
         """The configured models keyed by ``(provider, id)`` (in file order)."""
         return {model.key: model for model in self.models}
 
@@ -1401,7 +1519,7 @@ def _key_from_file(path: Path, label: str, source: str, *, field: str) -> ApiKey
 # --- Reporting and secrets -------------------------------------------------------------
 
 
-def _targets(urls: list[SecretStr]) -> str:
+def _targets(urls: Sequence[SecretStr]) -> str:
     if not urls:
         return "no targets"
     labels = ", ".join(redact_url(u.get_secret_value()) for u in urls)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from watcher.lifecycle import Event, ModelKey, StatusScheme, order_events
+from watcher.lifecycle import Event, EventId, ModelKey, StatusScheme, order_events
 from watcher.messages import format_duration
 from watcher.redact import ERROR_LIMIT, NAME_LIMIT, cap, clean_text
 
@@ -40,6 +40,7 @@ __all__ = [
     "short_status",
     "shorten",
     "stages",
+    "stages_from_seen",
     "status_document",
     "status_rows",
     "status_text",
@@ -294,6 +295,12 @@ class Stage:
     @property
     def key(self) -> tuple[str, datetime]:
         return (self.status, self.since)
+
+
+def stages_from_seen(seen: Iterable[EventId], *, scheme: StatusScheme) -> list[Stage]:
+    """The timeline of the identities a state has seen (what the status page shows: the
+    newest ``SEEN_LIMIT`` events, so a long history is trimmed at its old end)."""
+    return stages((Event(i.status, i.created_at) for i in seen), scheme=scheme)
 
 
 def stages(events: Iterable[Event], *, scheme: StatusScheme) -> list[Stage]:

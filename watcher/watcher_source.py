@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from watcher.health import liveness, readiness
-from watcher.lifecycle import ModelKey
+from watcher.lifecycle import ModelKey, ModelState
 from watcher.providers import PROVIDERS, scheme_for
 from watcher.redact import SECRETS
 from watcher.settings import Settings, resolve_web_token, resolve_webhook_secret
-from watcher.views import iso, status_document, status_rows
+from watcher.views import Stage, iso, stages_from_seen, status_document, status_rows
 from watcher.web.options import WebOptions
 from watcher.web.source import DaemonFacts, SourceUnavailable
 
@@ -107,7 +107,7 @@ class WatcherSource:
     def _timeline(self, key: ModelKey, model: Mapping[str, Any]) -> list[dict[str, Any]]:
         phases = self.status_phases().get(key.provider, {})
         watched = self._watcher.models.get(key)
-        stages = watched.stages if watched is not None else ()  # kept by the poller
+        stages = _timeline_of(watched.state, key.provider) if watched is not None else []
         if stages:
             return [
                 {
@@ -191,3 +191,15 @@ def web_options(settings: Settings, environ: Mapping[str, str] | None = None) ->
         webhook_secret=secret.get_secret_value() if secret else None,
         max_streams=settings.web.max_streams,
     )
+
+
+#: How many of a model's last statuses the page's timeline shows.
+STAGES_SHOWN = 50
+
+
+def _timeline_of(state: ModelState | None, provider: str) -> list[Stage]:
+    """A model's timeline, built when a page asks for it from the identities its state has
+    seen (the newest ``SEEN_LIMIT``): nothing is kept per model for it between requests."""
+    if state is None or not state.seen or provider not in PROVIDERS:
+        return []
+    return stages_from_seen(state.seen, scheme=scheme_for(provider))[-STAGES_SHOWN:]

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import secrets
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -85,7 +85,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from watcher.errors import StateError, StateUnavailableError
-from watcher.lifecycle import EventId, EventKey, ModelKey, ModelState, Notice
+from watcher.lifecycle import EventId, EventKey, ModelKey, ModelState, Notice, seen_tuple
 from watcher.store.base import ModelRecord, OutboxCounts, OutboxItem
 from watcher.store.lease import (
     Acquisition,
@@ -1437,19 +1437,19 @@ def _encode_time(value: datetime) -> str:
     return _aware(value).astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _encode_seen(seen: frozenset[EventId]) -> list[list[str]]:
+def _encode_seen(seen: Iterable[EventId]) -> list[list[str]]:
     ordered = sorted(seen, key=lambda ident: (ident.created_at, ident.status))
     return [[_encode_time(i.created_at), i.status] for i in ordered]
 
 
-def _decode_seen(items: list[Any], times: dict[str, datetime]) -> frozenset[EventId]:
+def _decode_seen(items: list[Any], times: dict[str, datetime]) -> tuple[EventId, ...]:
     def shared(text: str) -> datetime:
         value = times.get(text)
         if value is None:
             value = times[text] = datetime.fromisoformat(text)
         return value
 
-    return frozenset(EventId(shared(str(at)), sys.intern(str(status))) for at, status in items)
+    return seen_tuple({EventId(shared(str(at)), sys.intern(str(status))) for at, status in items})
 
 
 def _encode_floor(floor: EventKey) -> list[Any]:

@@ -113,7 +113,7 @@ import sqlite3
 import stat
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -123,7 +123,7 @@ import anyio
 import structlog
 
 from watcher.errors import StateError, StateLockedError
-from watcher.lifecycle import EventId, EventKey, ModelKey, ModelState, Notice
+from watcher.lifecycle import EventId, EventKey, ModelKey, ModelState, Notice, seen_tuple
 from watcher.store import migrations
 from watcher.store.base import ModelRecord, OutboxCounts, OutboxItem, Store
 from watcher.store.migrations import SCHEMA_VERSION
@@ -486,28 +486,28 @@ class SqliteStore:
         Models that only ever failed to poll have no state and are absent, so the
         core treats their first success as a first observation.
         """
+        # Row by row, not fetchall(): at 10,000 models the rows held at once would be
+        # megabytes the allocator keeps afterwards (the daemon's RSS; issue 15).
         with self._translated("reading the model states"):
-            rows = self._db.execute(_SELECT_STATES).fetchall()
-        states = (self._decode_state(row) for row in rows)
+            states = [self._decode_state(row) for row in self._db.execute(_SELECT_STATES)]
         return {state.key: state for state in states}
 
     async def model_records(self) -> list[ModelRecord]:
         """Every known model with its poll bookkeeping, ordered by name (else id)."""
-        with self._translated("reading the models"):
-            rows = self._db.execute(_SELECT_RECORDS).fetchall()
-        return [
-            ModelRecord(
-                state=self._decode_state(row),
-                name=row["name"],
-                discovered=bool(row["discovered"]),
-                last_poll_at=self._decode_time(row["last_poll_at"]),
-                last_success_at=self._decode_time(row["last_success_at"]),
-                last_error=row["last_error"],
-                failures=row["failures"],
-                pending_notifications=row["pending"],
-            )
-            for row in rows
-        ]
+        with self._translated("reading the models"):  # row by row (see load_states)
+            return [
+                ModelRecord(
+                    state=self._decode_state(row),
+                    name=row["name"],
+                    discovered=bool(row["discovered"]),
+                    last_poll_at=self._decode_time(row["last_poll_at"]),
+                    last_success_at=self._decode_time(row["last_success_at"]),
+                    last_error=row["last_error"],
+                    failures=row["failures"],
+                    pending_notifications=row["pending"],
+                )
+                for row in self._db.execute(_SELECT_RECORDS)
+            ]
 
     async def record_observation(
         self,
@@ -565,11 +565,29 @@ class SqliteStore:
         if not polled:
             return
         rows = [
-            {"provider": key.provider, "model_id": key.id, "polled_at": _encode_time(at)}
+            {
+                "provider": key.provider,
+                "model_id": key.id,
+                # The daemon's clock is UTC already: _encode_time's conversion is skipped.
+                "polled_at": (
+                    at.isoformat(timespec="microseconds") if at.tzinfo is UTC else _encode_time(at)
+                ),
+            }
             for key, at in polled
         ]
-        with self._transaction("recording polls") as db:
-            db.executemany(_RECORD_POLL, rows)
+        # Bookkeeping, not the outbox: committed without waiting for the disk (WAL,
+        # synchronous=NORMAL: a crash of the process loses nothing, a power cut at most
+        # these poll times; the next FULL commit or checkpoint makes them durable). The
+        # fsync cost ~10 ms on the event loop every FLUSH_EVERY (docs/benchmarks.md, P18).
+        db = self._db
+        with self._translated("recording polls"):
+            db.execute("PRAGMA synchronous = NORMAL")
+        try:
+            with self._transaction("recording polls") as db:
+                db.executemany(_RECORD_POLL, rows)
+        finally:  # back to FULL for everything else (even after a failed transaction)
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("PRAGMA synchronous = FULL")
 
     async def record_poll_failure(
         self, model: ModelKey, *, polled_at: datetime, error: str, failures: int
@@ -1240,7 +1258,7 @@ def _decode_optional_time(text: str | None) -> datetime | None:
     return None if text is None else _decode_time_value(text)
 
 
-def _encode_seen(seen: frozenset[EventId]) -> str:
+def _encode_seen(seen: Iterable[EventId]) -> str:
     ordered = sorted(seen)  # (time, status): a stable text for the same set
     return json.dumps([[_encode_time(i.created_at), i.status] for i in ordered])
 
@@ -1257,10 +1275,10 @@ def _decode_shared_time(text: str | None, times: dict[str, datetime]) -> datetim
     return None if text is None else _shared_time(text, times)
 
 
-def _decode_seen(text: str, times: dict[str, datetime]) -> frozenset[EventId]:
+def _decode_seen(text: str, times: dict[str, datetime]) -> tuple[EventId, ...]:
     items: list[Any] = json.loads(text)
-    return frozenset(
-        EventId(_shared_time(str(at), times), sys.intern(str(status))) for at, status in items
+    return seen_tuple(
+        {EventId(_shared_time(str(at), times), sys.intern(str(status))) for at, status in items}
     )
 
 
