@@ -20,14 +20,16 @@ import functools
 import gc
 import inspect
 import math
+import re
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
-from watcher.errors import ApiError, BadResponseError
+from watcher.errors import ApiError, BadResponseError, NotFoundError
 from watcher.lifecycle import Event, StatusScheme
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "finite_float",
     "gc_paused",
     "numbers",
+    "path_segment",
     "total",
 ]
 
@@ -83,6 +86,31 @@ def gc_paused() -> Iterator[None]:
             _gc_pausers -= 1
             if _gc_pausers == 0 and _gc_resume:
                 gc.enable()
+
+
+#: An id made of unreserved characters only (RFC 3986): what ``quote`` leaves as it is.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+", re.ASCII)
+
+
+def path_segment(value: str, *, provider: str = "") -> str:
+    """``value`` (a job or model id) quoted as exactly one URL path segment.
+
+    Every character but the unreserved ones is percent-encoded (``/`` too: an id never
+    adds a path level). ``.`` and ``..`` (which a URL normalises into "this" or "the
+    parent" path), the empty id and ids with control characters name no job: they
+    raise :class:`~watcher.errors.NotFoundError` (that model's typed error, never a
+    request to another path). Called on every poll, so an id of unreserved characters
+    only (the usual case) is returned as it is, without ``quote``.
+
+    Here rather than in :mod:`watcher.providers.http` so that the provider modules,
+    which must not import aiohttp at import time, bind it once instead of importing
+    it inside every call.
+    """
+    if _UNRESERVED.fullmatch(value) is not None and value != "." and value != "..":
+        return value
+    if value in ("", ".", "..") or not value.isprintable():
+        raise NotFoundError(f"{value!r} is not a usable id", provider=provider)
+    return quote(value, safe="")
 
 
 def finite_float(value: object) -> float | None:

@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 
 from watcher.errors import BadResponseError
 from watcher.lifecycle import Event, Phase, StatusScheme
-from watcher.providers.base import History, JobDetails, gc_paused, numbers, total
+from watcher.providers.base import History, JobDetails, gc_paused, numbers, path_segment, total
 
 if TYPE_CHECKING:
     import aiohttp
@@ -194,9 +194,11 @@ class CohereProvider:
         self._max_pages = max_pages
         self._max_events = max_events
         self._max_bytes = max_bytes
-        # job id -> (what, events URL without query, first page's URL): quoted once per
-        # model, not on every poll (docs/benchmarks.md, P19); cleared past EVENTS_URLS_KEPT.
-        self._events_urls: dict[str, tuple[str, str, str]] = {}
+        # job id -> (what, the events' path below the base): quoted once per model, not
+        # on every poll (docs/benchmarks.md, P19); cleared past EVENTS_URLS_KEPT. The URL
+        # itself is built from parts on every poll, without parsing (http.UrlBase).
+        self._events_urls: dict[str, tuple[str, str]] = {}
+        self._api = transport.url_base(self._base)
 
     @staticmethod
     def session_headers(section: CohereSection, api_key: str) -> dict[str, str]:
@@ -229,13 +231,14 @@ class CohereProvider:
         """
         urls = self._events_urls.get(job_id)
         if urls is None:
-            events_url = f"{self._base}/finetuned-models/{_quote(job_id)}/events"
-            urls = (f"events of {job_id}", events_url, events_url + self._events_query)
+            urls = (f"events of {job_id}", f"/finetuned-models/{_quote(job_id)}/events")
             if len(self._events_urls) >= EVENTS_URLS_KEPT:
                 self._events_urls.clear()  # models come and go (discovery): stay bounded
             self._events_urls[job_id] = urls
-        what, events_url, first_url = urls
-        raw = await self._get_raw(first_url, None, what=what)
+        what, events_path = urls
+        raw = await self._get_raw(
+            self._api.url(events_path, self._events_query[1:]), None, what=what
+        )
         digest = self._digest(raw)
         if unless_digest is not None and digest == unless_digest:
             # The same bytes as a one-page answer had: the same events, no next page.
@@ -271,7 +274,7 @@ class CohereProvider:
                 raise _bad(f"{what}: more than {self._max_pages} pages; giving up")
             query = {"order_by": "created_at", "page_size": str(self._page_size),
                      "page_token": token}  # fmt: skip
-            raw = await self._get_raw(events_url, query, what=what)
+            raw = await self._get_raw(self._api.url(events_path), query, what=what)
         return History(events, malformed, pages, digest if pages == 1 else None)
 
     async def job_details(self, job_id: str) -> JobDetails:
@@ -397,9 +400,7 @@ def _read_events_quietly(
 
 
 def _quote(model_id: str) -> str:
-    from watcher.providers.http import path_segment  # deferred: no aiohttp at import
-
-    return path_segment(model_id, provider=NAME)
+    return path_segment(model_id, provider=NAME)  # on every poll: bound at import (no aiohttp)
 
 
 def _event_from(row: object) -> Event | None:

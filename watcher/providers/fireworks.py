@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from watcher.errors import BadResponseError, ConfigError
 from watcher.lifecycle import Event, Phase, StatusScheme
-from watcher.providers.base import History, JobDetails, total
+from watcher.providers.base import History, JobDetails, path_segment, total
 
 if TYPE_CHECKING:
     import aiohttp
@@ -237,6 +237,7 @@ class FireworksProvider:
         self._digest = transport.digest
         self.account_id = account_id
         self._base = base_url.rstrip("/") + JOBS_PATH.replace("{account}", _quote(account_id))
+        self._jobs = transport.url_base(self._base)  # the poll's URL without parsing
         self._page_size = page_size
         self._max_pages = max_pages
 
@@ -281,7 +282,7 @@ class FireworksProvider:
         digest is not decoded: the result says ``unchanged``.
         """
         what = f"job {job_id}"
-        raw = await self._get_raw(f"{self._base}/{_quote(job_id)}", None, what=what)
+        raw = await self._get_raw(self._jobs.url("/" + _quote(job_id)), None, what=what)
         digest = self._digest(raw)
         if unless_digest is not None and digest == unless_digest:
             return History([], 0, 1, digest, unchanged=True)
@@ -345,9 +346,7 @@ def _bad(message: str) -> BadResponseError:
 
 
 def _quote(value: str) -> str:
-    from watcher.providers.http import path_segment  # deferred: no aiohttp at import
-
-    return path_segment(value, provider=NAME)
+    return path_segment(value, provider=NAME)  # on every poll: bound at import (no aiohttp)
 
 
 def _text(value: object) -> str | None:

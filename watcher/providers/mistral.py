@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from watcher.errors import ApiError, BadResponseError, NotFoundError
 from watcher.lifecycle import Event, Phase, StatusScheme
-from watcher.providers.base import History, JobDetails, numbers, total
+from watcher.providers.base import History, JobDetails, numbers, path_segment, total
 
 if TYPE_CHECKING:
     import aiohttp
@@ -157,6 +157,7 @@ class MistralProvider:
         self._decode_async = transport.decode_async  # big bodies off the loop
         self._digest = transport.digest
         self._base = base_url.rstrip("/") + JOBS_PATH
+        self._jobs = transport.url_base(self._base)  # the poll's URL without parsing
         self._page_size = page_size
         self._max_pages = max_pages
 
@@ -207,7 +208,7 @@ class MistralProvider:
 
     async def _get_job_raw(self, job_id: str, what: str) -> bytes:
         try:
-            return await self._get_raw(f"{self._base}/{_quote(job_id)}", None, what=what)
+            return await self._get_raw(self._jobs.url("/" + _quote(job_id)), None, what=what)
         except ApiError as exc:
             if type(exc) is ApiError and exc.status in _GONE:
                 # 410 (gone) and 422 (no such id can exist): the job is not there.
@@ -270,9 +271,7 @@ def _bad(message: str) -> BadResponseError:
 
 
 def _quote(job_id: str) -> str:
-    from watcher.providers.http import path_segment  # deferred: no aiohttp at import
-
-    return path_segment(job_id, provider=NAME)
+    return path_segment(job_id, provider=NAME)  # on every poll: bound at import (no aiohttp)
 
 
 def _text(value: object) -> str | None:

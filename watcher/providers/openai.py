@@ -41,7 +41,7 @@ from urllib.parse import quote, urlencode
 
 from watcher.errors import BadResponseError
 from watcher.lifecycle import Event, Phase, StatusScheme
-from watcher.providers.base import History, JobDetails, finite_float, numbers, total
+from watcher.providers.base import History, JobDetails, finite_float, numbers, path_segment, total
 
 if TYPE_CHECKING:
     import aiohttp
@@ -183,6 +183,8 @@ class OpenAIProvider:
         # Encoded once: the job's query (maybe empty) and the newest-event query.
         self._job_query = ("?" + urlencode(self._query)) if self._query else ""
         self._newest_query = "?" + urlencode({"limit": "1", **self._query})
+        # The hot path's URLs, built from parts without parsing (http.UrlBase).
+        self._jobs = transport.url_base(self._base)
 
     @staticmethod
     def session_headers(section: Any, api_key: str) -> dict[str, str]:
@@ -224,8 +226,8 @@ class OpenAIProvider:
         that digest is not decoded and no events are fetched: ``unchanged``.
         """
         what = f"job {job_id}"
-        job_url = f"{self._base}/{_quote(job_id)}"
-        raw = await self._get_raw(job_url + self._job_query, None, what=what)
+        job_path = "/" + _quote(job_id)
+        raw = await self._get_raw(self._jobs.url(job_path, self._job_query[1:]), None, what=what)
         digest = self._digest(raw)
         if unless_digest is not None and digest == unless_digest:
             return History([], 0, 1, digest, unchanged=True)
@@ -241,17 +243,19 @@ class OpenAIProvider:
         if self.scheme.is_settled(status):
             at = _optional_time(job.get("finished_at"))
         if at is None:
-            newest, malformed = await self._newest_event_time(job_url, what)
+            newest, malformed = await self._newest_event_time(job_path, what)
             pages += 1
             at = max((t for t in (created_at, newest) if t is not None), default=None)
         if at is None:
             raise self._bad(f"{what}: no usable time (created_at, finished_at, events)")
         return History([Event(status, at)], malformed, pages, digest)
 
-    async def _newest_event_time(self, job_url: str, what: str) -> tuple[datetime | None, int]:
+    async def _newest_event_time(self, job_path: str, what: str) -> tuple[datetime | None, int]:
         """The newest event's time (None if none) and how many rows were unusable."""
         body = await self._transport.get_json(
-            job_url + "/events" + self._newest_query, None, what=f"events of {what}"
+            self._jobs.url(job_path + "/events", self._newest_query[1:]),
+            None,
+            what=f"events of {what}",
         )
         rows = self._rows(body, f"events of {what}")
         newest: datetime | None = None
@@ -354,9 +358,7 @@ class OpenAIProvider:
 
 
 def _quote(job_id: str) -> str:
-    from watcher.providers.http import path_segment  # deferred: no aiohttp at import
-
-    return path_segment(job_id, provider=NAME)
+    return path_segment(job_id, provider=NAME)  # on every poll: bound at import (no aiohttp)
 
 
 def _text(value: object) -> str | None:

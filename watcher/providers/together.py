@@ -38,7 +38,7 @@ from urllib.parse import quote
 
 from watcher.errors import BadResponseError
 from watcher.lifecycle import Event, Phase, StatusScheme
-from watcher.providers.base import History, JobDetails, total
+from watcher.providers.base import History, JobDetails, path_segment, total
 
 if TYPE_CHECKING:
     import aiohttp
@@ -163,6 +163,7 @@ class TogetherProvider:
         self._decode_async = transport.decode_async  # big bodies off the loop
         self._digest = transport.digest
         self._base = base_url.rstrip("/") + JOBS_PATH
+        self._jobs = transport.url_base(self._base)  # the poll's URL without parsing
 
     @staticmethod
     def session_headers(section: TogetherSection, api_key: str) -> dict[str, str]:
@@ -196,7 +197,7 @@ class TogetherProvider:
         digest is not decoded: the result says ``unchanged``.
         """
         what = f"job {job_id}"
-        raw = await self._get_raw(f"{self._base}/{_quote(job_id)}", None, what=what)
+        raw = await self._get_raw(self._jobs.url("/" + _quote(job_id)), None, what=what)
         digest = self._digest(raw)
         if unless_digest is not None and digest == unless_digest:
             return History([], 0, 1, digest, unchanged=True)
@@ -259,9 +260,7 @@ def _bad(message: str) -> BadResponseError:
 
 
 def _quote(job_id: str) -> str:
-    from watcher.providers.http import path_segment  # deferred: no aiohttp at import
-
-    return path_segment(job_id, provider=NAME)
+    return path_segment(job_id, provider=NAME)  # on every poll: bound at import (no aiohttp)
 
 
 def _text(value: object) -> str | None:
