@@ -553,42 +553,81 @@ async def serve(
 
     Returns the process exit code. Resources are closed in reverse order of opening,
     shielded from cancellation; a failure while closing is logged, not raised.
+
+    With ``handle_signals`` the signals are the event loop's before anything is opened:
+    SIGTERM/SIGINT while still starting (the health port already open, the database not
+    yet answering, a standby waiting) abandons the start, closes what was opened and
+    returns 0; once running, it stops gracefully (``_Control``).
     """
+    if once or not handle_signals:
+        return await _serve(settings, api_keys, once=once, reload_settings=reload_settings,
+                            on_started=on_started, pick=pick, control=None)  # fmt: skip
+    code = 0
+    async with anyio.create_task_group() as tg:
+        control = _Control(reload_settings, stop_now=tg.cancel_scope.cancel)
+        await tg.start(partial(
+            handle_daemon_signals, reload=control.reload, stop=control.stop,
+            stop_now=control.stop_now, stopping=control.stopping,
+        ))  # fmt: skip
+        try:
+            code = await _serve(settings, api_keys, once=False, reload_settings=reload_settings,
+                                on_started=on_started, pick=pick, control=control)  # fmt: skip
+        finally:
+            tg.cancel_scope.cancel()  # the signal task: serve is done
+    return code
+
+
+class _Control:
+    """What a signal does, as far as the daemon has come: while starting, SIGTERM/SIGINT
+    cancel the start (``starting``) and SIGHUP is ignored; once a watcher runs, they stop
+    it gracefully and reload; a second SIGTERM/SIGINT stops at once."""
+
+    def __init__(self, reload_settings: ReloadFn | None, *, stop_now: Callable[[], None]) -> None:
+        self.reload_settings = reload_settings
+        self.stop_now = stop_now
+        self.starting = anyio.CancelScope()
+        self.watcher: Watcher | None = None
+        self.systemd: SystemdNotifier | None = None
+
+    def running(self, watcher: Watcher, systemd: SystemdNotifier | None) -> None:
+        self.watcher, self.systemd = watcher, systemd
+
+    def stopping(self) -> bool:
+        return self.watcher.stopping if self.watcher is not None else self.starting.cancel_called
+
+    def stop(self) -> None:
+        if self.watcher is None:
+            log.info("stopping before the start completed")
+            self.starting.cancel()
+            return
+        if self.systemd is not None:
+            self.systemd.stopping()
+        self.watcher.stop()
+
+    async def reload(self) -> None:
+        if self.watcher is None:
+            log.warning("reload requested while starting; the configuration just loaded is used")
+            return
+        await _reload(self.watcher, self.reload_settings, self.systemd)
+
+
+async def _serve(
+    settings: Settings,
+    api_keys: Mapping[str, ApiKey],
+    *,
+    once: bool,
+    reload_settings: ReloadFn | None,
+    on_started: Callable[[Watcher], Awaitable[None]] | None,
+    pick: PickPolicy | None,
+    control: _Control | None,
+) -> int:
     async with AsyncExitStack() as stack:
-        metrics, progress = Metrics(), Progress()
-        health: HealthServer | None = None
-        web_source: WatcherSource | None = None
-        host, port = settings.health.host, settings.health.port
-        if not once and host is not None and port is not None:
-            # Before the store and READY: a busy port fails the start at once, and while
-            # the database cannot be reached /healthz is 200 and /readyz 503.
-            # The status page, the API and webhooks share the port; a bad token or webhook
-            # secret is a ConfigError now, before anything listens.
-            from watcher.web.app import mount_web  # aiohttp.web: only with health.listen
-
-            options = web_options(settings)
-            web_source = source = WatcherSource(
-                None, listening_since=lambda: health.listening_since if health else 0.0
-            )
-            mounted: list[WebMount] = []
-
-            def mount(app: web.Application) -> None:
-                # Streams stay below the server's connection cap (set by start() before it
-                # mounts), so open streams can never lock the probes out.
-                cap = health.guard.cap if health is not None else STREAM_RESERVE * 2
-                streams = min(options.max_streams, cap - min(STREAM_RESERVE, cap // 2))
-                if streams < options.max_streams:
-                    log.warning("web.max_streams lowered to stay below the connection limit",
-                                max_streams=streams, connection_limit=cap)  # fmt: skip
-                mounted.append(mount_web(app, source, replace(options, max_streams=streams)))
-
-            health = HealthServer(_Connecting(metrics, progress), host=host, port=port, mount=mount)
-            bound_host, bound_port = await health.start()
-            stack.push_async_callback(_aclose_logged, "health server", health.aclose)
-            _log_status_page(mounted[0], bound_host, bound_port)
-        watcher = await stack.enter_async_context(
-            open_watcher(settings, api_keys, pick=pick, metrics=metrics, progress=progress)
-        )
+        starting = control.starting if control is not None else anyio.CancelScope()
+        with starting:
+            opened = await _open_all(settings, api_keys, stack, once=once, pick=pick)
+        if starting.cancelled_caught:
+            return 0  # stopped while starting; the stack closes what was opened
+        watcher, health, web_source = opened
         log.info("watcher starting", models=len(settings.models),
                  interval=settings.poll.interval, state=watcher.store.location,
                  lease=None if isinstance(watcher.lease, SoleLeadership) else watcher.lease.holder,
@@ -609,28 +648,16 @@ async def serve(
             health.source = watcher
             if web_source is not None:
                 web_source.attach(watcher)
+        if control is not None:
+            control.running(watcher, systemd)
 
         async with anyio.create_task_group() as tg:
-            if handle_signals:
-
-                async def reload() -> None:
-                    await _reload(watcher, reload_settings, systemd)
-
-                def stop() -> None:
-                    if systemd is not None:
-                        systemd.stopping()
-                    watcher.stop()
-
-                tg.start_soon(partial(
-                    handle_daemon_signals, reload=reload, stop=stop,
-                    stop_now=tg.cancel_scope.cancel, stopping=lambda: watcher.stopping,
-                ))  # fmt: skip
 
             async def run_then_stop_all(*, task_status: anyio.abc.TaskStatus[None]) -> None:
                 try:
                     await watcher.run(task_status=task_status)
                 finally:
-                    tg.cancel_scope.cancel()  # the signal and systemd tasks too
+                    tg.cancel_scope.cancel()  # the systemd tasks too
 
             await tg.start(run_then_stop_all)
             if systemd is not None:
@@ -647,6 +674,53 @@ async def serve(
                 await on_started(watcher)
         log.info("watcher stopped")
     return 0
+
+
+async def _open_all(
+    settings: Settings,
+    api_keys: Mapping[str, ApiKey],
+    stack: AsyncExitStack,
+    *,
+    once: bool,
+    pick: PickPolicy | None,
+) -> tuple[Watcher, HealthServer | None, WatcherSource | None]:
+    """The health server (with the web layer) first, then the watcher; each pushed on
+    ``stack`` as soon as it is open, so whatever was opened is closed by it."""
+    metrics, progress = Metrics(), Progress()
+    health: HealthServer | None = None
+    web_source: WatcherSource | None = None
+    host, port = settings.health.host, settings.health.port
+    if not once and host is not None and port is not None:
+        # Before the store and READY: a busy port fails the start at once, and while
+        # the database cannot be reached /healthz is 200 and /readyz 503.
+        # The status page, the API and webhooks share the port; a bad token or webhook
+        # secret is a ConfigError now, before anything listens.
+        from watcher.web.app import mount_web  # aiohttp.web: only with health.listen
+
+        options = web_options(settings)
+        web_source = source = WatcherSource(
+            None, listening_since=lambda: health.listening_since if health else 0.0
+        )
+        mounted: list[WebMount] = []
+
+        def mount(app: web.Application) -> None:
+            # Streams stay below the server's connection cap (set by start() before it
+            # mounts), so open streams can never lock the probes out.
+            cap = health.guard.cap if health is not None else STREAM_RESERVE * 2
+            streams = min(options.max_streams, cap - min(STREAM_RESERVE, cap // 2))
+            if streams < options.max_streams:
+                log.warning("web.max_streams lowered to stay below the connection limit",
+                            max_streams=streams, connection_limit=cap)  # fmt: skip
+            mounted.append(mount_web(app, source, replace(options, max_streams=streams)))
+
+        health = HealthServer(_Connecting(metrics, progress), host=host, port=port, mount=mount)
+        stack.push_async_callback(_aclose_logged, "health server", health.aclose)
+        bound_host, bound_port = await health.start()
+        _log_status_page(mounted[0], bound_host, bound_port)
+    watcher = await stack.enter_async_context(
+        open_watcher(settings, api_keys, pick=pick, metrics=metrics, progress=progress)
+    )
+    return watcher, health, web_source
 
 
 def _log_status_page(mounted: WebMount, host: str, port: int) -> None:

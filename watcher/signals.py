@@ -2,8 +2,10 @@
 
 * Before the daemon runs (``exit_early_on_sigterm``): SIGTERM is a clean exit 0 -- nothing
   has been half-written yet (``docker stop``, ``systemctl stop`` right after start).
-* While the daemon runs (``handle_daemon_signals``): SIGHUP reloads the configuration;
-  the first SIGTERM/SIGINT stops gracefully, a second one stops at once.
+* From the first moment the daemon's event loop runs (``handle_daemon_signals``, started
+  before anything is opened): SIGHUP reloads the configuration; the first SIGTERM/SIGINT
+  stops gracefully (while still starting: the start is abandoned and what was opened is
+  closed), a second one stops at once.
 * One-off commands (``first_signal``): wait for the first of some signals.
 
 Handlers only set flags or call the callbacks they are given; shutdown itself is the
@@ -17,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 import anyio
+import anyio.abc
 import structlog
 
 from watcher.errors import EX_OK
@@ -50,10 +53,16 @@ async def handle_daemon_signals(
     stop: Callable[[], None],
     stop_now: Callable[[], None],
     stopping: Callable[[], bool],
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """SIGHUP awaits ``reload()``; the first SIGTERM/SIGINT calls ``stop()``, a second one
-    (``stopping()`` is true) ``stop_now()``. Runs until cancelled or stopped at once."""
+    (``stopping()`` is true) ``stop_now()``. Runs until cancelled or stopped at once.
+
+    Started with ``TaskGroup.start`` it reports started once the loop receives the
+    signals: from then on no signal reaches the early handler (whose ``SystemExit``,
+    raised in whatever frame runs inside the event loop, could be lost there)."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
             if signum == signal.SIGHUP:
