@@ -1,16 +1,17 @@
-"""Crash consistency with replicas: the leader SIGKILLed ten times, and paused once.
+"""Crash consistency with replicas: the leader SIGKILLed at random moments, and paused once.
 
 Three replicas of ``finetune-watcher run`` share one real PostgreSQL (``tests.pg``,
 ``state.lease_ttl: 2``) and run against the simulator (manual clock) and a ``json://``
 receiver. Thirty models finish (READY or FAILED) at staggered simulator times; the test
 moves the clock step by step and, at seeded-random moments, SIGKILLs whichever replica
-leads (found by its ``/readyz`` role) and restarts it; once it SIGSTOPs the leader for
-3 x ttl, then SIGCONTs it. At the end every outcome was delivered (lost = 0) with at most
-one duplicate per failover (the send in flight at the kill), the paused replica sent
-nothing after its successor took over, and every takeover is timed: from the kill (or
-the pause) until another replica's ``/readyz`` says ``leader``. The figures are printed
-(``pytest tests/test_crash_ha.py -s``) and recorded in docs/benchmarks.md.
-``CRASH_SEED`` and ``CRASH_KILLS`` change the run.
+leads (found by its ``/readyz`` role; ``KILLS`` times, 4 in the suite) and restarts it;
+once it SIGSTOPs the leader for 3 x ttl, then SIGCONTs it. At the end every outcome was
+delivered (lost = 0) with at most one duplicate per failover (the send in flight at the
+kill), the paused replica sent nothing after its successor took over, and every takeover
+is timed: from the kill (or the pause) until another replica's ``/readyz`` says ``leader``.
+The figures are printed (``pytest tests/test_crash_ha.py -s``); docs/benchmarks.md records
+the long run, ten kills: ``CRASH_KILLS=10 pytest tests/test_crash_ha.py -s`` (``CRASH_SEED``
+changes the seed).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import psycopg
+import pytest
 
 from tests.conftest import DaemonProcess, daemon, wait_until
 from tests.ha import TTL, readyz, replica_config, sender
@@ -48,7 +50,9 @@ if TYPE_CHECKING:  # tests.pg is a plugin (pytest_plugins): imported by pytest
 pytest_plugins = ["tests.pg"]
 
 SEED = int(os.environ.get("CRASH_SEED", "20261130"))
-KILLS = int(os.environ.get("CRASH_KILLS", "10"))
+#: Kills per run: 4 in the suite (plus the pause: 5 failovers, 26-53 s); the benchmark figures
+#: come from ``CRASH_KILLS=10`` (11 failovers, ~60 s).
+KILLS = int(os.environ.get("CRASH_KILLS", "4"))
 REPLICAS = ("a", "b", "c")
 
 
@@ -106,11 +110,12 @@ async def wait_until_answers(port: int) -> None:
             await anyio.sleep(0.05)
 
 
+@pytest.mark.realtime
 class TestReplicasUnderFire:
-    async def test_leader_killed_ten_times_and_paused_once(
+    async def test_leader_killed_at_random_moments_and_paused_once(
         self, tmp_path: Path, pg_database: Database
     ) -> None:
-        """30 models, 3 replicas, the leader SIGKILLed 10x at random moments (restarted) and
+        """30 models, 3 replicas, the leader SIGKILLed KILLS times at random moments (restarted) and
         SIGSTOPped once for 3 x ttl: lost 0, duplicates <= 1 per failover, the paused one
         silent after the takeover, every takeover within ttl + 1 s."""
         rng = random.Random(SEED)
@@ -144,12 +149,23 @@ class TestReplicasUnderFire:
             replicas = Replicas(stack, confs)
             for name in REPLICAS:
                 await replicas.start(name)
-            await replicas.leader()
+            first = await replicas.leader()
             await wait_until(lambda: len(sim.stats()["by_model"]) == MODELS, what="all polled")
             paused_silent = True
+            # Started or restarted, not yet seen as a standby.
+            starting = [name for name in REPLICAS if name != first]
+
+            async def warm_standbys() -> None:
+                # Every replica back as a warm standby before the next fault: a takeover is
+                # timed against a running standby, not against a process still starting.
+                # (The steps in between go on while a victim restarts.)
+                while starting:
+                    await replicas.until_standby(starting.pop())
+
             for step in range(1, steps + 1):
                 sim.advance(1)
                 for _ in range(kill_steps[step]):
+                    await warm_standbys()
                     await anyio.sleep(rng.uniform(0.0, 0.6))  # a random moment of its work
                     victim = await replicas.leader()
                     accepted = len(hook.messages)
@@ -162,10 +178,9 @@ class TestReplicasUnderFire:
                     # A duplicate can only be what was accepted around the kill.
                     suspects.update(delivered_per_model(hook, since=accepted - 1))
                     await replicas.start(victim)
-                    # Back as a warm standby before anything else happens: a takeover is
-                    # timed against a running standby, not against a process still starting.
-                    await replicas.until_standby(victim)
+                    starting.append(victim)
                 if step == pause_step:
+                    await warm_standbys()
                     victim = await replicas.leader()
                     accepted = len(hook.messages)
                     paused, paused_wall = time.monotonic(), time.time()
@@ -190,9 +205,12 @@ class TestReplicasUnderFire:
             with anyio.move_on_after(20):
                 await wait_until(lambda: len(delivered_per_model(hook)) == MODELS, timeout=20)
             # A SIGTERM before a restarted replica installed its handler would kill it
-            # outright: stop them once each one answers on its health port.
+            # outright: stop them once each one answers on its health port and stands by.
+            # (Answering alone is not enough: a SIGTERM in the moment between its health
+            # server and "watcher starting" was seen to be lost, the replica going on.)
             for name in REPLICAS:
                 await wait_until_answers(confs[name][1])
+            await warm_standbys()
             for proc in replicas.procs.values():
                 proc.send(signal.SIGTERM)
             for proc in replicas.procs.values():

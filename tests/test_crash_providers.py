@@ -1,7 +1,7 @@
 """Crash consistency per provider: restart and ``kill -9`` lose nothing, duplicate nothing.
 
-The provider-parametrised variant of ``tests/test_crash.py`` (which stays as it is, for
-Cohere at 30 models and 10 kills): for each of the six providers, a daemon subprocess
+The provider-parametrised variant of ``tests/test_crash.py`` (Cohere, 30 models, 5
+kills; 10 for its figures): for each of the six providers, a daemon subprocess
 watches ``CRASH_PROVIDER_MODELS`` jobs (default 6) at that provider, in its own status
 vocabulary, against the simulator (manual clock) and a ``json://`` receiver. The jobs finish
 two per clock step (every third one fails, with a reason where the provider gives one);
@@ -46,6 +46,7 @@ MODELS = int(os.environ.get("CRASH_PROVIDER_MODELS", "6"))
 KILLS = int(os.environ.get("CRASH_PROVIDER_KILLS", "3"))
 SEED = int(os.environ.get("CRASH_SEED", "20261126"))
 PER_STEP = 2  # jobs finishing at each step of the simulator clock
+pytestmark = pytest.mark.realtime  # SIGKILLed daemons, restarted
 
 
 def model_id(provider: str, index: int) -> str:

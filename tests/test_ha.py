@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import psycopg
+import pytest
 
 from tests.conftest import SIM_KEY, daemon, run_cli, wait_until
 from tests.ha import TTL, leader_gauge, readyz, replica_config, sender, wait_for_role
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # tests.pg is a plugin (pytest_plugins): imported by pytest
     from tests.pg import Database
 
 pytest_plugins = ["tests.pg"]
+pytestmark = pytest.mark.realtime  # lease ttls of 2 s, takeovers, pauses
 
 #: How long a takeover may take: the lease's ttl plus one second.
 TAKEOVER_LIMIT = TTL + 1.0
@@ -151,6 +153,9 @@ class TestFailover:
             a = await stack.enter_async_context(daemon(confs["a"][0]))
             await wait_for_role(confs["a"][1], "leader")
             b = await stack.enter_async_context(daemon(confs["b"][0]))
+            # A takeover is timed against a running standby, not a process still starting
+            # (its interpreter start alone takes 1-3 s on a loaded machine).
+            await wait_for_role(confs["b"][1], "standby")
             await wait_until(lambda: polled(sim), timeout=5, what="polls")
             sim.advance(3)  # ha-00 READY
             await hook.wait_for(1)
@@ -193,6 +198,9 @@ class TestFailover:
             a = await stack.enter_async_context(daemon(confs["a"][0]))
             await wait_for_role(confs["a"][1], "leader")
             b = await stack.enter_async_context(daemon(confs["b"][0]))
+            # A takeover is timed against a running standby, not a process still starting
+            # (its interpreter start alone takes 1-3 s on a loaded machine).
+            await wait_for_role(confs["b"][1], "standby")
             await wait_until(lambda: polled(sim), timeout=5, what="polls")
             a.send(signal.SIGSTOP)
             paused = time.monotonic()
