@@ -49,6 +49,15 @@ import harness
 HOOK = "json://127.0.0.1:9/notify"
 #: The floor: what the daemon cannot start without (the project's fixed choices).
 FLOOR_IMPORTS = "import aiohttp, pydantic_settings, structlog, yaml, anyio"
+#: What each command cannot do without: the libraries it imports (none of them ours),
+#: measured alone so the report can say which part of a command's time is the project's.
+COMMAND_FLOORS = (
+    ("check-config (4 targets)",
+     "import pydantic_settings, structlog, yaml, apprise.plugins.custom_json, "
+     "apprise.plugins.email, apprise.plugins.slack, apprise.plugins.ntfy"),
+    ("status", "import pydantic_settings, structlog, yaml, anyio, sqlite3"),
+    ("run", FLOOR_IMPORTS + ", apprise.plugins.custom_json, prometheus_client, sqlite3"),
+)  # fmt: skip
 #: Four targets of different kinds (made-up credentials; nothing is sent by check-config).
 FOUR_TARGETS = [
     HOOK,
@@ -250,7 +259,9 @@ def import_times(
 def floor(reps: int, log: Any, python: str = harness.PYTHON) -> dict[str, Any]:
     """The interpreter alone, and the libraries the daemon cannot start without."""
     result: dict[str, Any] = {}
-    for tag, code in (("python -c pass", "pass"), (f"python -c {FLOOR_IMPORTS!r}", FLOOR_IMPORTS)):
+    cases = [("python -c pass", "pass"), (f"python -c {FLOOR_IMPORTS!r}", FLOOR_IMPORTS)]
+    cases += [(f"the libraries {cmd} imports", libs) for cmd, libs in COMMAND_FLOORS]
+    for tag, code in cases:
         times = _timed([python, "-c", code], reps, tag)
         result[tag] = {"median": harness.median(times), "runs": times}
         log(f"startup: floor, {tag}: {result[tag]['median']:.2f}s (median of {reps})")
