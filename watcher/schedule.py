@@ -97,8 +97,8 @@ class Schedule:
         self._models = models
         self._heartbeat = heartbeat
         self._slow_lane = slow_lane  # how many slow models may be in flight at once
-        self._heap: list[tuple[float, int, ModelKey, int]] = []
-        self._slow_heap: list[tuple[float, int, ModelKey, int]] = []
+        self._heap: list[tuple[float, int, ModelKey]] = []
+        self._slow_heap: list[tuple[float, int, ModelKey]] = []
         self._slow_in_flight = 0
         self._seq = itertools.count()
         # The futures of the workers waiting in ``next_due``; ``wake`` resolves them.
@@ -118,19 +118,21 @@ class Schedule:
         model.token = next(self._seq)  # unique across models, so a stale entry never revives
         model.due = due  # the live entry's time: a poll taken from it is planned from it
         heap = self._slow_heap if model.slow else self._heap
-        if len(heap) > 2 * len(self._models) + 64:
+        if len(heap) > len(self._models) + len(self._models) // 4 + 64:
             self._compact(heap)  # stale entries of re-planned models (one a plan, at most)
-        heapq.heappush(heap, (due, next(self._seq), model.key, model.token))
-        if heap[0][3] == model.token:
+        # (due, token, key): the token is unique and increasing, so it also breaks ties in
+        # plan order and the key is never compared (one int less per entry, issue 15).
+        heapq.heappush(heap, (due, model.token, model.key))
+        if heap[0][1] == model.token:
             self.wake()  # the new entry is the earliest: the sleeping loop must see it
 
-    def _compact(self, heap: list[tuple[float, int, ModelKey, int]]) -> None:
+    def _compact(self, heap: list[tuple[float, int, ModelKey]]) -> None:
         """Drop ``heap``'s stale entries (a removed, re-planned or taken model's), in place."""
         models = self._models
         live = []
         for entry in heap:
             model = models.get(entry[2])
-            if model is not None and model.token == entry[3] and not model.in_flight:
+            if model is not None and model.token == entry[1] and not model.in_flight:
                 live.append(entry)
         heapq.heapify(live)
         heap[:] = live
@@ -202,10 +204,10 @@ class Schedule:
             if self._models.get(model.key) is model:  # not removed by a reload meanwhile
                 self.at(model, anyio.current_time())  # replaces the plan its poll made
 
-    def _top(self, heap: list[tuple[float, int, ModelKey, int]]) -> WatchedModel | None:
+    def _top(self, heap: list[tuple[float, int, ModelKey]]) -> WatchedModel | None:
         """The model of ``heap``'s earliest live entry (stale ones are dropped), else None."""
         while heap:
-            _, _, key, token = heap[0]
+            _, token, key = heap[0]
             model = self._models.get(key)
             if model is None or model.token != token or model.in_flight:
                 heapq.heappop(heap)  # in flight: its poll reschedules it when it ends
@@ -230,7 +232,7 @@ class Schedule:
             candidates = [self._heap]
             if self._slow_in_flight < self._slow_lane():
                 candidates.append(self._slow_heap)
-            best: list[tuple[float, int, ModelKey, int]] | None = None
+            best: list[tuple[float, int, ModelKey]] | None = None
             for heap in candidates:
                 if self._top(heap) is not None and (best is None or heap[0] < best[0]):
                     best = heap

@@ -115,8 +115,6 @@ MAX_HISTORY_BYTES = 16 * 1024 * 1024
 #: A page larger than this is decoded and parsed in a worker thread.
 OFFLOAD_BYTES = 256 * 1024
 DASHBOARD_URL = "https://dashboard.cohere.com/fine-tuning/{id}"
-#: Jobs whose events URLs a client keeps built (more than any fleet; then it starts over).
-EVENTS_URLS_KEPT = 65_536
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
@@ -194,10 +192,7 @@ class CohereProvider:
         self._max_pages = max_pages
         self._max_events = max_events
         self._max_bytes = max_bytes
-        # job id -> (what, the events' path below the base): quoted once per model, not
-        # on every poll (docs/benchmarks.md, P19); cleared past EVENTS_URLS_KEPT. The URL
-        # itself is built from parts on every poll, without parsing (http.UrlBase).
-        self._events_urls: dict[str, tuple[str, str]] = {}
+        # The URL is built from parts on every poll, without parsing (http.UrlBase, P19).
         self._api = transport.url_base(self._base)
 
     @staticmethod
@@ -229,13 +224,9 @@ class CohereProvider:
         With ``unless_digest`` (the ``digest`` of an earlier answer), a one-page answer
         whose body has that digest is not decoded: the result says ``unchanged``.
         """
-        urls = self._events_urls.get(job_id)
-        if urls is None:
-            urls = (f"events of {job_id}", f"/finetuned-models/{_quote(job_id)}/events")
-            if len(self._events_urls) >= EVENTS_URLS_KEPT:
-                self._events_urls.clear()  # models come and go (discovery): stay bounded
-            self._events_urls[job_id] = urls
-        what, events_path = urls
+        # Built on every poll (< 1 us: the id's quoting has a fast path): a cache of them
+        # cost ~230 B per watched model (issue 15, goal 3).
+        what, events_path = f"events of {job_id}", f"/finetuned-models/{_quote(job_id)}/events"
         raw = await self._get_raw(
             self._api.url(events_path, self._events_query[1:]), None, what=what
         )
