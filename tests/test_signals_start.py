@@ -54,6 +54,17 @@ def _healthz(port: int) -> int | None:
         return None
 
 
+async def _sigterm_after_first_line(config: Path, delay: float) -> tuple[int, str]:
+    """Start a daemon, send SIGTERM ``delay`` s after its first log line: (exit, log)."""
+    async with daemon(config) as proc:
+        with anyio.fail_after(30):
+            while not proc.log_path.stat().st_size:
+                await anyio.sleep(0.005)
+        await anyio.sleep(delay)
+        proc.send(signal.SIGTERM)
+        return await proc.wait_exit(15), proc.log()
+
+
 async def test_sigterm_while_the_database_is_unreachable_exits_0(tmp_path: Path) -> None:
     """The health port answers, the state database does not (the daemon retries opening
     it): SIGTERM ends the start at once with exit 0 and one log line, no traceback."""
@@ -88,14 +99,7 @@ async def test_sigterm_at_any_moment_of_the_start_exits_0(tmp_path: Path) -> Non
         where = tmp_path / f"d{delay}"
         where.mkdir()
         config = _config(where, {"path": str(where / "watcher.db")}, _free_port())
-        async with daemon(config) as proc:
-            with anyio.fail_after(30):
-                while not proc.log_path.stat().st_size:
-                    await anyio.sleep(0.005)
-            await anyio.sleep(delay)
-            proc.send(signal.SIGTERM)
-            codes[delay] = await proc.wait_exit(15)
-            logs[delay] = proc.log()
+        codes[delay], logs[delay] = await _sigterm_after_first_line(config, delay)
 
     async with anyio.create_task_group() as tg:
         for delay in delays:
@@ -120,14 +124,7 @@ async def test_sigterm_at_any_moment_of_a_replicas_start_exits_0(
         state = {"url": pg_database.url, "password_file": str(pg_database.password_file),
                  "lease_ttl": 2}  # fmt: skip
         config = _config(where, state, _free_port())
-        async with daemon(config) as proc:
-            with anyio.fail_after(30):
-                while not proc.log_path.stat().st_size:
-                    await anyio.sleep(0.005)
-            await anyio.sleep(delay)
-            proc.send(signal.SIGTERM)
-            codes[delay] = await proc.wait_exit(15)
-            logs[delay] = proc.log()
+        codes[delay], logs[delay] = await _sigterm_after_first_line(config, delay)
 
     for delay in delays:  # one at a time: each start may take the lease
         await one(delay)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import ipaddress
 import logging
 import math
 import os
@@ -75,6 +74,7 @@ from watcher.paths import default_state_path
 from watcher.providers import PROVIDERS, providers_in_use, scheme_for
 from watcher.redact import SECRETS, redact_url
 from watcher.templates import PLACEHOLDERS, template_problems
+from watcher.web.access import listens_on_loopback
 
 __all__ = [
     "ALLOWED_PLACEHOLDERS",
@@ -911,14 +911,10 @@ ModelSpecs = Annotated[tuple[ModelSpec, ...], GetPydanticSchema(_models_schema)]
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and loopback addresses; False for wildcards and other names.
 
-    The one copy of the rule (the health server asks it before it binds).
+    The health server asks it before it binds; the rule itself is the web layer's pure
+    ``listens_on_loopback`` (one copy).
     """
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return listens_on_loopback(host)
 
 
 #: A shorter web token could be guessed; ``openssl rand -hex 32`` makes a good one.

@@ -31,8 +31,8 @@ class Access(StrEnum):
 
 def listens_on_loopback(host: str | None) -> bool:
     """True for ``localhost`` and loopback addresses; False for wildcards, none and host
-    names. (The same rule as ``watcher.settings.is_loopback``, which the web layer may not
-    import: settings imports the providers and the store.)"""
+    names. The one copy of the rule (``watcher.settings.is_loopback`` asks it; the web
+    layer may not import settings)."""
     if not host:
         return False
     if host.lower() == "localhost":
