@@ -1,4 +1,7 @@
-"""The SQLite store on real SQLite files: round-trips, outbox, atomicity, lock, bad files."""
+"""The SQLite store on real SQLite files: round-trips, outbox, atomicity, lock, bad files.
+
+What every backend must do is tests/test_store_contract.py's, which runs on SQLite too;
+here is what is SQLite's own (and the cases this file checks differently)."""
 
 from __future__ import annotations
 
@@ -234,14 +237,6 @@ class TestStates:
             finally:
                 runner.run(store.aclose())
 
-    async def test_a_forgotten_history_keeps_its_floor(self, store: SqliteStore) -> None:
-        """More events than SEEN_LIMIT: the floor is set and survives the round trip."""
-        many = [Event(QUEUED if i % 2 else FINETUNING, minutes(i)) for i in range(SEEN_LIMIT + 6)]
-        state = observe(None, "m-1", many).state
-        assert state.floor is not None
-        await store.record_observation(state, [], polled_at=T0)
-        assert await store.load_states() == {key("m-1"): state}
-
     async def test_seen_reads_back_as_a_sorted_tuple(
         self, store: SqliteStore, state_path: Path
     ) -> None:
@@ -260,59 +255,6 @@ class TestStates:
         assert type(loaded.seen) is tuple
         assert loaded == state
         assert loaded.status_since is loaded.seen[1].created_at
-
-    async def test_a_model_without_events_is_a_state(self, store: SqliteStore) -> None:
-        """An observed model with an empty history is stored as a state with no status."""
-        observation = observe(None, "m-1", [])
-        await store.record_observation(observation.state, observation.notices, polled_at=T0)
-        assert await store.load_states() == {key("m-1"): ModelState("m-1")}
-
-    async def test_a_model_that_only_failed_has_no_state(self, store: SqliteStore) -> None:
-        """A failure alone makes a record, not a state: the first success is a first observation."""
-        await store.record_poll_failure(key(), polled_at=minutes(1), error="HTTP 503", failures=1)
-        await store.record_poll_failure(key(), polled_at=minutes(2), error="timeout", failures=2)
-        assert await store.load_states() == {}
-        (record,) = await store.model_records()
-        assert record.state == ModelState("m-1")
-        assert (record.last_poll_at, record.last_success_at) == (minutes(2), None)
-        assert (record.last_error, record.failures) == ("timeout", 2)
-
-        observation = finished_model("m-1")
-        await store.record_observation(observation.state, observation.notices, polled_at=minutes(3))
-        assert await store.load_states() == {key(): observation.state}
-        (record,) = await store.model_records()
-        assert (record.last_error, record.failures) == (None, 0)
-        assert record.last_success_at == minutes(3)
-
-    async def test_a_failure_keeps_the_state_and_the_last_success(self, store: SqliteStore) -> None:
-        """A failed poll of a known model records the error but forgets nothing."""
-        observation = finished_model()
-        await store.record_observation(observation.state, [], polled_at=minutes(40))
-        await store.record_poll_failure(key(), polled_at=minutes(41), error="HTTP 500", failures=1)
-        (record,) = await store.model_records()
-        assert record.state == observation.state
-        assert (record.last_poll_at, record.last_success_at) == (minutes(41), minutes(40))
-        assert (record.last_error, record.failures) == ("HTTP 500", 1)
-
-    async def test_quiet_polls_are_recorded_in_a_batch(self, store: SqliteStore) -> None:
-        """record_polls moves the poll times, clears failures and never invents models."""
-        for model_id in ("a", "b"):
-            await store.record_observation(ModelState(model_id), [], polled_at=T0)
-        await store.record_poll_failure(
-            key("b"), polled_at=minutes(1), error="HTTP 500", failures=3
-        )
-        await store.record_polls(
-            [(key("a"), minutes(5)), (key("b"), minutes(6)), (key("unknown"), minutes(7))]
-        )
-        records = {r.key: r for r in await store.model_records()}
-        assert set(records) == {key("a"), key("b")}
-        assert records[key("a")].last_success_at == minutes(5)
-        assert (records[key("b")].last_poll_at, records[key("b")].last_success_at) == (
-            minutes(6),
-            minutes(6),
-        )
-        assert (records[key("b")].failures, records[key("b")].last_error) == (0, None)
-        await store.record_polls([])
 
     async def test_the_quiet_poll_batch_skips_the_fsync_and_nothing_else_does(
         self, store: SqliteStore
@@ -340,25 +282,6 @@ class TestStates:
         (record,) = await store.model_records()
         assert record.last_success_at == minutes(7)
         assert store._db.execute("SELECT last_poll_at FROM models").fetchone()[0].endswith("+00:00")
-
-    async def test_names_and_discovery(self, store: SqliteStore) -> None:
-        """A name is kept when the next observation passes none; records sort by name, else id."""
-        await store.record_observation(ModelState("zz"), [], polled_at=T0, name="alpha")
-        await store.record_observation(ModelState("zz"), [], polled_at=T0)
-        await store.record_observation(ModelState("bb"), [], polled_at=T0, discovered=True)
-        await store.record_observation(ModelState("cc"), [], polled_at=T0, name="Beta")
-        records = await store.model_records()
-        assert [(r.state.model_id, r.name, r.discovered) for r in records] == [
-            ("zz", "alpha", False),
-            ("bb", None, True),
-            ("cc", "Beta", False),
-        ]
-
-    async def test_naive_times_are_refused(self, store: SqliteStore) -> None:
-        """A time without a timezone is a bug in the caller, refused before anything is written."""
-        with pytest.raises(ValueError, match="timezone-aware"):
-            await store.record_observation(ModelState("m-1"), [], polled_at=datetime(2024, 1, 1))
-        assert await store.model_records() == []
 
 
 class TestKeys:
@@ -452,25 +375,6 @@ class TestOutbox:
         assert (await store.model_records())[0].pending_notifications == 0
         assert await store.delivered_targets(outbox_id) == {"slack-1", "mail-1"}
 
-    async def test_pull_forward_retries_after_a_backwards_clock_jump(
-        self, store: SqliteStore
-    ) -> None:
-        """Retries scheduled far ahead are made due at once; done items are untouched."""
-        observation = finished_model()
-        (outbox_id,) = await store.record_observation(
-            observation.state, observation.notices, polled_at=minutes(40)
-        )
-        await store.schedule_retry(
-            outbox_id, attempts=1, next_attempt_at=minutes(600), error="HTTP 500"
-        )
-        assert await store.due_notifications(minutes(41)) == []
-        assert await store.pull_forward_retries(minutes(41)) == 1
-        (item,) = await store.due_notifications(minutes(41))
-        assert item.id == outbox_id
-        assert await store.pull_forward_retries(minutes(41)) == 0
-        await store.mark_done(outbox_id, minutes(41))
-        assert await store.pull_forward_retries(minutes(0)) == 0
-
     async def test_stuck_warnings_are_counted_with_their_message_and_reset_on_change(
         self, store: SqliteStore
     ) -> None:
@@ -499,79 +403,6 @@ class TestOutbox:
         later = observe(again.state, "m-1", [Event(READY, minutes(6))])
         await store.record_observation(later.state, later.notices, polled_at=minutes(7))
         assert await store.stuck_warning_counts() == {}
-
-    async def test_messages_are_pre_rendered(self, store: SqliteStore) -> None:
-        """Ops messages carry their own title, body and type; they have no notice."""
-        ops_id = await store.enqueue_message(
-            kind="ops",
-            title="Cannot authenticate",
-            body="401 from the provider",
-            notify_type="failure",
-            created_at=minutes(1),
-            model=key(),
-        )
-        wide_id = await store.enqueue_message(
-            kind="ops", title="Hello", body="It works", notify_type="info", created_at=minutes(2)
-        )
-        ops, wide = await store.due_notifications(minutes(2))
-        assert (ops.id, wide.id) == (ops_id, wide_id)
-        assert (ops.kind, ops.model, ops.notice) == ("ops", key(), None)
-        assert (ops.title, ops.body, ops.notify_type) == (
-            "Cannot authenticate",
-            "401 from the provider",
-            "failure",
-        )
-        assert (wide.kind, wide.model, wide.title) == ("ops", None, "Hello")
-        assert await store.outbox_counts() == OutboxCounts(pending=2, done=0, given_up=0)
-
-    @pytest.mark.parametrize("kind", ["model", "stuck", "test"])
-    async def test_enqueue_message_only_takes_ops(self, store: SqliteStore, kind: str) -> None:
-        """Notices come with a state, stuck warnings with their count; 'test' is no kind."""
-        with pytest.raises(ValueError, match="takes kind 'ops'"):
-            await store.enqueue_message(
-                kind=kind, title="t", body="b", notify_type="info", created_at=T0
-            )
-        assert await store.outbox_counts() == OutboxCounts(pending=0, done=0, given_up=0)
-
-    async def test_giving_up(self, store: SqliteStore) -> None:
-        """A given-up item leaves the pending set, is counted, and is not due any more."""
-        kept = await store.enqueue_message(
-            kind="ops", title="a", body="a", notify_type="info", created_at=T0
-        )
-        dropped = await store.enqueue_message(
-            kind="ops", title="b", body="b", notify_type="info", created_at=T0
-        )
-        await store.give_up(dropped, at=minutes(60 * 24), reason="undelivered for 24h")
-        due = await store.due_notifications(minutes(60 * 24))
-        assert [item.id for item in due] == [kept]
-        assert await store.outbox_counts() == OutboxCounts(pending=1, done=0, given_up=1)
-
-    async def test_due_items_come_oldest_first_and_limited(self, store: SqliteStore) -> None:
-        """Due items are ordered by id (queue order), at most ``limit`` of them."""
-        ids = [
-            await store.enqueue_message(
-                kind="ops", title=str(i), body="", notify_type="info", created_at=minutes(5 - i)
-            )
-            for i in range(5)
-        ]
-        due = await store.due_notifications(minutes(10), limit=3)
-        assert [item.id for item in due] == ids[:3]
-        assert await store.next_due_at() == minutes(1)
-
-    async def test_several_notices_keep_their_order(self, store: SqliteStore) -> None:
-        """READY then FAILED between two polls: two rows, ids in notice order."""
-        first = finished_model()
-        await store.record_observation(first.state, first.notices, polled_at=minutes(40))
-        later = observe(
-            first.state,
-            "m-1",
-            [Event(READY, minutes(30)), Event(FAILED, minutes(50)), Event(READY, minutes(55))],
-        )
-        ids = await store.record_observation(later.state, later.notices, polled_at=minutes(60))
-        assert len(ids) == 2
-        assert ids == sorted(ids)
-        due = {item.id: item.notice for item in await store.due_notifications(minutes(60))}
-        assert [due[i] for i in ids] == list(later.notices)
 
 
 class TestAtomicity:
