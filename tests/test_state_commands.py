@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.conftest import run_cli, write_config
-from tests.test_store_contract import SCHEME, finished_model, minutes, observe
+from tests.stores import SCHEME, finished_model, minutes, observe
 from watcher.errors import EX_STATE
 from watcher.lifecycle import Event, ModelKey
 from watcher.store.migrations import SCHEMA_VERSION

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,16 +19,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from watcher import lifecycle
+from tests.stores import (
+    FAILED,
+    FINETUNING,
+    OTHER_SCHEME,
+    QUEUED,
+    READY,
+    SCHEME,
+    T0,
+    finished_model,
+    key,
+    minutes,
+    observe,
+)
 from watcher.errors import StateError
 from watcher.lifecycle import (
-    DEFAULT_NOTIFY_ON,
     SEEN_LIMIT,
     Event,
-    ModelKey,
     ModelState,
     Notice,
-    Phase,
     StatusScheme,
 )
 from watcher.store.base import OutboxCounts, Store
@@ -39,62 +48,6 @@ if TYPE_CHECKING:  # tests.pg is a plugin (pytest_plugins): imported by pytest, 
     from tests.pg import Database
 
 pytest_plugins = ["tests.pg"]
-
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-QUEUED, FINETUNING, READY, FAILED = (
-    "STATUS_QUEUED",
-    "STATUS_FINETUNING",
-    "STATUS_READY",
-    "STATUS_FAILED",
-)
-SCHEME = StatusScheme(
-    provider="cohere",
-    table={
-        QUEUED: (Phase.QUEUED, 10),
-        FINETUNING: (Phase.RUNNING, 20),
-        "STATUS_PAUSED": (Phase.OTHER, 40),
-        READY: (Phase.READY, 70),
-        FAILED: (Phase.FAILED, 80),
-        "STATUS_DELETED": (Phase.CANCELLED, 90),
-    },
-    settled=frozenset({READY, FAILED, "STATUS_DELETED"}),
-)
-OTHER_SCHEME = StatusScheme(
-    provider="other",
-    table={
-        "queued": (Phase.QUEUED, 10),
-        "running": (Phase.RUNNING, 20),
-        "succeeded": (Phase.READY, 70),
-        "failed": (Phase.FAILED, 80),
-    },
-    settled=frozenset({"succeeded", "failed"}),
-)
-
-
-def key(model_id: str = "m-1", provider: str = "cohere") -> ModelKey:
-    return ModelKey(provider, model_id)
-
-
-def minutes(n: float) -> datetime:
-    return T0 + timedelta(minutes=n)
-
-
-def observe(
-    previous: ModelState | None,
-    model_id: str,
-    events: Sequence[Event],
-    notify_on: frozenset[str] = DEFAULT_NOTIFY_ON,
-    *,
-    scheme: StatusScheme = SCHEME,
-) -> lifecycle.Observation:
-    return lifecycle.observe(previous, model_id, events, notify_on, scheme=scheme)
-
-
-def finished_model(model_id: str = "m-1", status: str = READY) -> lifecycle.Observation:
-    """A first observation of a model that went QUEUED -> FINETUNING -> ``status``."""
-    events = [Event(QUEUED, minutes(0)), Event(FINETUNING, minutes(1)), Event(status, minutes(30))]
-    return observe(None, model_id, events)
 
 
 # --- the backends ---------------------------------------------------------------------
